@@ -1,0 +1,173 @@
+"""Feasibility: compile every candidate ahead of time for a target arch, record its resources, drop
+what cannot run there before any GPU time is spent.
+
+Compilation mirrors the Triton JIT exactly (same binder, same specialization of the arguments, same
+options), so a candidate compiled here lands in Triton's cache under the key the JIT will look up on
+the GPU: the trial then launches without compiling. Results are cached on disk per (kernel version,
+problem, config, target, Triton version).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import triton
+
+from aotune.kernels import Launch, config_key, get_kernel
+from aotune.tuner.arch import Arch, get_arch
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """Resources of one candidate on one target. ``status``: ok, invalid, compile_error, out_of_resources."""
+
+    status: str
+    shared_bytes: int = 0
+    registers: int = 0
+    spills: int = 0
+    reason: str | None = None
+    seconds: float = 0.0
+    # Triton cache entries (file name -> bytes) per launch, so another machine can install them.
+    artifacts: list[dict[str, bytes]] = field(default_factory=list, repr=False)
+
+    @property
+    def fits(self) -> bool:
+        return self.status == "ok"
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("artifacts")
+        data["fits"] = self.fits
+        return data
+
+
+def compile_launch(launch: Launch, arch: Arch) -> Any:
+    """Compile one launch for ``arch`` exactly as the JIT would (returns Triton's CompiledKernel)."""
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    fn = launch.fn
+    target = GPUTarget("cuda", arch.capability, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    kwargs = dict(launch.kwargs)
+    kwargs["debug"] = kwargs.get("debug", fn.debug) or knobs.runtime.debug
+    kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
+    bound, specialization, options = binder(*launch.args, **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+    return triton.compile(ASTSource(fn, signature, constexprs, attrs), target=target, options=options.__dict__)
+
+
+_RESOURCE = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")
+
+
+def cubin_resources(cubin: bytes) -> tuple[int, int]:
+    """(registers per thread, local/stack bytes per thread) from ``cuobjdump --dump-resource-usage``."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
+        handle.write(cubin)
+        handle.flush()
+        text = subprocess.run([str(tool), "--dump-resource-usage", handle.name], capture_output=True,
+                              text=True, check=True).stdout
+    match = _RESOURCE.search(text)
+    if match is None:
+        raise RuntimeError(f"cuobjdump printed no resource line:\n{text}")
+    regs, stack, _shared, local = (int(g) for g in match.groups())
+    return regs, max(stack, local)
+
+
+def _cache_artifacts(compiled: Any) -> dict[str, bytes]:
+    from triton import knobs
+
+    folder = Path(knobs.cache.dir) / compiled.metadata.hash
+    if not folder.is_dir():
+        return {}
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def _check_limits(result: CompileResult, arch: Arch, num_warps: int) -> CompileResult:
+    if result.shared_bytes > arch.smem_per_block:
+        reason = f"shared memory {result.shared_bytes} B > {arch.smem_per_block} B on {arch.name}"
+    elif result.registers * num_warps * 32 > arch.regs_per_sm:
+        reason = f"{result.registers} registers x {num_warps * 32} threads > {arch.regs_per_sm} on {arch.name}"
+    else:
+        return result
+    return CompileResult("out_of_resources", result.shared_bytes, result.registers, result.spills, reason,
+                         result.seconds, result.artifacts)
+
+
+def compile_candidate(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str,
+                      *, keep_artifacts: bool = False) -> CompileResult:
+    """Compile every launch of one candidate for ``target``; never raises for a bad config."""
+    import time
+
+    from aotune.tuner.failures import classify_compile_error
+
+    kernel = get_kernel(kernel_name)
+    arch = get_arch(target)
+    typed = kernel.problem(problem)
+    reason = kernel.space.check(config, typed)
+    if reason:
+        return CompileResult("invalid", reason=reason)
+    start = time.perf_counter()
+    shared = regs = spills = 0
+    artifacts: list[dict[str, bytes]] = []
+    try:
+        for launch in kernel.launches(typed, config):
+            compiled = compile_launch(launch, arch)
+            launch_regs, launch_spills = cubin_resources(compiled.asm["cubin"])
+            shared, regs, spills = max(shared, compiled.metadata.shared), max(regs, launch_regs), spills + launch_spills
+            if keep_artifacts:
+                artifacts.append(_cache_artifacts(compiled))
+    except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise there
+        status, text = classify_compile_error(exc)
+        return CompileResult(status, reason=text, seconds=time.perf_counter() - start)
+    result = CompileResult("ok", shared, regs, spills, None, time.perf_counter() - start, artifacts)
+    return _check_limits(result, arch, int(config.get("num_warps", 4)))
+
+
+def _cache_path(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str) -> Path:
+    kernel = get_kernel(kernel_name)
+    ident = json.dumps([kernel_name, kernel.version, kernel.problem(problem).key, config_key(config),
+                        get_arch(target).name, triton.__version__])
+    root = Path(os.environ.get("AOTUNE_COMPILE_CACHE", Path.home() / ".cache" / "aotune" / "compile"))
+    return root / f"{hashlib.sha256(ident.encode()).hexdigest()}.json"
+
+
+def compile_cached(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str) -> CompileResult:
+    """``compile_candidate`` behind an on-disk cache of its summary (artifacts are not cached here)."""
+    path = _cache_path(kernel_name, problem, config, target)
+    if path.is_file():
+        try:
+            return CompileResult(**{k: v for k, v in json.loads(path.read_text()).items() if k != "fits"})
+        except (ValueError, TypeError):
+            path.unlink(missing_ok=True)
+    result = compile_candidate(kernel_name, problem, config, target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(result.summary()))
+    tmp.replace(path)
+    return result
+
+
+def compile_space(kernel_name: str, problem: dict[str, Any], configs: list[dict[str, Any]], target: str,
+                  *, jobs: int | None = None) -> list[CompileResult]:
+    """Compile many candidates in parallel processes (cached), in the order given."""
+    jobs = jobs or max(1, min(len(configs), os.cpu_count() or 1))
+    if jobs == 1 or len(configs) <= 1:
+        return [compile_cached(kernel_name, problem, c, target) for c in configs]
+    import multiprocessing
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(compile_cached, [kernel_name] * len(configs), [problem] * len(configs), configs,
+                             [target] * len(configs)))
