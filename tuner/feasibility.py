@@ -8,6 +8,7 @@ problem, config, target, Triton version).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import triton
@@ -87,12 +89,15 @@ def cubin_resources(cubin: bytes) -> tuple[int, int]:
 
 
 def _cache_artifacts(compiled: Any) -> dict[str, bytes]:
-    from triton import knobs
+    """The Triton cache entry of a compiled kernel: file name -> bytes (``__dir__`` names the folder)."""
+    from triton.runtime.cache import get_cache_manager
 
-    folder = Path(knobs.cache.dir) / compiled.metadata.hash
+    folder = Path(get_cache_manager(compiled.metadata.hash).cache_dir)
     if not folder.is_dir():
         return {}
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.endswith(".tmp")}
+    files["__dir__"] = folder.name.encode()
+    return files
 
 
 def _check_limits(result: CompileResult, arch: Arch, num_warps: int) -> CompileResult:
@@ -106,9 +111,45 @@ def _check_limits(result: CompileResult, arch: Arch, num_warps: int) -> CompileR
                          result.seconds, result.artifacts)
 
 
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True")
+
+
+@contextlib.contextmanager
+def _compiler_env() -> Iterator[None]:
+    """Child processes started inside this block see TRITON_INTERPRET=0 (real compilation)."""
+    saved = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = saved
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    import multiprocessing
+
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
 def compile_candidate(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str,
                       *, keep_artifacts: bool = False) -> CompileResult:
-    """Compile every launch of one candidate for ``target``; never raises for a bad config."""
+    """Compile every launch of one candidate for ``target``; never raises for a bad config.
+
+    Under the interpreter (TRITON_INTERPRET=1) kernels are not JIT functions, so the compilation runs in
+    a child process that compiles for real.
+    """
+    if _interpreting():
+        with _compiler_env(), _pool(1) as pool:
+            return pool.submit(_compile_here, kernel_name, problem, config, target, keep_artifacts).result()
+    return _compile_here(kernel_name, problem, config, target, keep_artifacts)
+
+
+def _compile_here(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str,
+                  keep_artifacts: bool) -> CompileResult:
     import time
 
     from aotune.tuner.failures import classify_compile_error
@@ -152,7 +193,8 @@ def compile_cached(kernel_name: str, problem: dict[str, Any], config: dict[str, 
             return CompileResult(**{k: v for k, v in json.loads(path.read_text()).items() if k != "fits"})
         except (ValueError, TypeError):
             path.unlink(missing_ok=True)
-    result = compile_candidate(kernel_name, problem, config, target)
+    result = _compile_here(kernel_name, problem, config, target, False) if not _interpreting() else \
+        compile_candidate(kernel_name, problem, config, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result.summary()))
@@ -164,10 +206,8 @@ def compile_space(kernel_name: str, problem: dict[str, Any], configs: list[dict[
                   *, jobs: int | None = None) -> list[CompileResult]:
     """Compile many candidates in parallel processes (cached), in the order given."""
     jobs = jobs or max(1, min(len(configs), os.cpu_count() or 1))
-    if jobs == 1 or len(configs) <= 1:
+    if not _interpreting() and (jobs == 1 or len(configs) <= 1):
         return [compile_cached(kernel_name, problem, c, target) for c in configs]
-    import multiprocessing
-
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(compile_cached, [kernel_name] * len(configs), [problem] * len(configs), configs,
-                             [target] * len(configs)))
+    n = len(configs)
+    with _compiler_env(), _pool(jobs) as pool:
+        return list(pool.map(compile_cached, [kernel_name] * n, [problem] * n, configs, [target] * n))

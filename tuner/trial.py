@@ -1,0 +1,125 @@
+"""One trial, as it runs inside a worker: correctness against the reference first, then timing.
+
+``run_trial`` is the callable the tuner hands a worker. Inputs and the reference output are built once
+per workload and kept for the next trials of the same problem. A kernel error is classified into a
+status; a CUDA error that poisons the context asks the driver to restart the worker.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aotune.tuner.timing import DEFAULT_TIMING, TimingSettings, input_sets_needed, time_cuda, time_interpreter
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    kernel: str
+    problem: dict[str, Any]
+    config: dict[str, Any]
+    stage: str = "final"
+    timing: TimingSettings = DEFAULT_TIMING
+    seed: int = 0
+    artifacts: list[dict[str, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class TrialOutcome:
+    status: str
+    error: float | None = None
+    median_us: float | None = None
+    p20_us: float | None = None
+    p80_us: float | None = None
+    times_us: list[float] | None = None
+    timing_method: str | None = None
+    message: str | None = None
+    restart_worker: bool = False
+
+
+_WORKLOAD: dict[str, Any] = {}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def install_artifacts(artifacts: list[dict[str, bytes]]) -> None:
+    """Put compiled kernels (Triton cache entries) into this process's Triton cache: the JIT then loads
+    them instead of compiling. Existing files are left alone."""
+    if not artifacts:
+        return
+    from triton import knobs
+
+    root = Path(knobs.cache.dir)
+    for files in artifacts:
+        if "__dir__" not in files:
+            continue
+        folder = root / files["__dir__"].decode()
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            target = folder / name
+            if name != "__dir__" and not target.exists():
+                tmp = target.with_name(f"{name}.{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                tmp.replace(target)
+
+
+def _workload(kernel: Any, problem: Any, seed: int, settings: TimingSettings) -> tuple[list[Any], Any]:
+    """Input sets (rotated while timing) and the reference output, built once per workload."""
+    key = f"{kernel.name}:{kernel.version}:{problem.key}:{seed}"
+    if _WORKLOAD.get("key") != key:
+        _WORKLOAD.clear()
+        device = "cpu" if _interpreting() else "cuda"
+        first = kernel.make_inputs(problem, seed, device)
+        reference = kernel.reference(first)
+        sets = [first]
+        if not _interpreting():
+            wanted = input_sets_needed(_bytes_of(first), settings)
+            sets += [kernel.make_inputs(problem, seed + i, device) for i in range(1, wanted)]
+        _WORKLOAD.update(key=key, sets=sets, reference=reference)
+    return _WORKLOAD["sets"], _WORKLOAD["reference"]
+
+
+def _bytes_of(inputs: dict[str, Any]) -> int:
+    import torch
+
+    return sum(v.numel() * v.element_size() for v in inputs.values() if isinstance(v, torch.Tensor))
+
+
+def _synchronize() -> None:
+    if not _interpreting():
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def run_trial(spec: TrialSpec) -> TrialOutcome:
+    """Check one config against the reference, then time it. Never raises for a kernel's own failure."""
+    from aotune.kernels import get_kernel
+    from aotune.tuner.failures import classify_run_error
+
+    kernel = get_kernel(spec.kernel)
+    problem = kernel.problem(spec.problem)
+    install_artifacts(spec.artifacts)
+    sets, reference = _workload(kernel, problem, spec.seed, spec.timing)
+    try:
+        out = kernel.run(sets[0], spec.config)
+        _synchronize()
+        error = kernel.compare(out, reference)
+        if not (error <= kernel.tolerance):  # NaN and inf fail
+            return TrialOutcome("mismatch", error=None if math.isnan(error) else error,
+                                message=f"relative error {error:.3g} > tolerance {kernel.tolerance:g}")
+        if _interpreting():
+            timing = time_interpreter(lambda: kernel.run(sets[0], spec.config))
+        else:
+            calls = [lambda s=s: kernel.run(s, spec.config) for s in sets]
+            timing = time_cuda(calls, spec.timing, graph=kernel.timing == "graph")
+    except Exception as exc:  # noqa: BLE001 - classified; unknown kinds re-raise inside the classifier
+        status, message = classify_run_error(exc)
+        poisoned = "cuda" in message.lower() and not _interpreting()
+        return TrialOutcome(status, message=message, restart_worker=poisoned)
+    return TrialOutcome("ok", error=error, median_us=timing.median_us, p20_us=timing.p20_us,
+                        p80_us=timing.p80_us, times_us=timing.times_us, timing_method=timing.method)
