@@ -206,6 +206,7 @@ class Store:
 
     @staticmethod
     def _upsert_best(session: Session, best: BestRow) -> None:
+        best.source = best.source or "measured"
         row = session.scalars(select(BestRow).filter_by(
             kernel_id=best.kernel_id, device_id=best.device_id, problem_id=best.problem_id)).first()
         if row is None:

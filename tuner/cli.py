@@ -57,6 +57,7 @@ def space(
     target: str = typer.Option("sm_90", help="Target arch (sm_80 ... sm_120)."),
     problem: Optional[list[str]] = typer.Option(None, "--problem", "-p", help="Problem field k=v (repeat)."),
     include: Optional[list[str]] = typer.Option(None, help="Baseline sets to add."),
+    restrict: Optional[list[str]] = typer.Option(None, help="Keep only these values: name=v1,v2 (repeat)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
     jobs: Optional[int] = typer.Option(None, help="Parallel compile processes."),
 ) -> None:
@@ -66,7 +67,8 @@ def space(
 
     spec = get_kernel(kernel)
     typed = spec.problem(_problem_pairs(problem or []) or _default_problem(kernel))
-    candidates = spec.space.candidates(typed, include=include or [])
+    candidates = [c for c in spec.space.candidates(typed, include=include or [])
+                  if _matches(c.config, _restrictions(restrict or []))]
     valid = [c.config for c in candidates if c.invalid_reason is None]
     results = iter(compile_space(kernel, typed.to_dict(), valid, target, jobs=jobs))
     rows = []
@@ -84,6 +86,14 @@ def space(
         table.add_row(json.dumps(row["config"]), row["status"], str(row["shared_bytes"]), str(row["registers"]),
                       str(row["spills"]), (row["reason"] or "")[:80])
     console.print(table)
+
+
+def _restrictions(pairs: list[str]) -> dict[str, set[str]]:
+    return {k: set(v.split(",")) for k, v in _problem_pairs(pairs).items()}
+
+
+def _matches(config: dict[str, Any], restrictions: dict[str, set[str]]) -> bool:
+    return all(str(config.get(name)) in values for name, values in restrictions.items())
 
 
 def _default_problem(kernel: str) -> dict[str, Any]:
