@@ -23,6 +23,7 @@ class TimingSettings:
     reps: int = 20
     samples: int = 15
     max_input_sets: int = 8
+    sample_us: float = 1000.0  # fewer reps per sample for slow configs, so a sample lasts about this long
 
 
 SCREEN = TimingSettings(warmup=2, reps=5, samples=5)
@@ -65,12 +66,30 @@ def time_cuda(calls: Sequence[Callable[[], Any]], settings: TimingSettings, *, g
     for i in range(settings.warmup):
         calls[i % len(calls)]()
     torch.cuda.synchronize()
+    settings = _adapt_reps(calls, settings)
     if graph:
         try:
             return _time_graph(calls, settings)
         except RuntimeError:  # capture not possible (host sync in the launcher): fall back to events
             torch.cuda.synchronize()
     return _time_events(calls, settings)
+
+
+def _adapt_reps(calls: Sequence[Callable[[], Any]], settings: TimingSettings) -> TimingSettings:
+    """Fewer launches per sample for slow configs (a sample lasts about ``sample_us``)."""
+    import dataclasses
+
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for i in range(len(calls)):
+        calls[i]()
+    end.record()
+    end.synchronize()
+    estimate_us = start.elapsed_time(end) * 1e3 / len(calls)
+    reps = max(1, min(settings.reps, int(settings.sample_us / max(estimate_us, 1e-3))))
+    return dataclasses.replace(settings, reps=reps)
 
 
 def _time_graph(calls: Sequence[Callable[[], Any]], settings: TimingSettings) -> Timing:
