@@ -4,6 +4,8 @@ Every device class of the pool gets the whole plan from its own dynamic queue: a
 next request of any active problem of its class. Problems are activated ahead of the workers so their
 candidates compile on CPU tasks while the GPUs time. Every trial, failure included, is committed as it
 finishes; a resumed job finds them and asks for nothing twice. The driver is the only DB writer.
+A trial whose worker dies is retried once on a fresh worker (the death may not be its fault) and is
+recorded as ``crash`` if it dies again; a crashed or timed-out config is never retried on that class.
 """
 from __future__ import annotations
 
@@ -90,6 +92,7 @@ class _ProblemRun:
         self.compiling: set[str] = set()
         self.queue: deque[Request] = deque()
         self.in_flight = 0
+        self.crashes: Counter = Counter()
         for row in store.trials(*self.ident):
             self._remember(row.config_key, row.stage, row.status, row.median_us, row.p20_us, row.p80_us,
                            row.shared_bytes, row.id)
@@ -211,6 +214,12 @@ class Driver:
             outcome: TrialOutcome = completion.value
             if outcome.restart_worker:
                 self.pool.restart(completion.worker)
+        elif completion.failure == "crash" and run.crashes[(request.config_key, request.stage)] == 0:
+            # The first death may not be this config's fault (a worker killed from outside, a node lost):
+            # retry it once on a fresh worker; a second death records it as a crash.
+            run.crashes[(request.config_key, request.stage)] += 1
+            run.queue.appendleft(request)
+            return
         else:
             outcome = TrialOutcome(completion.failure or "crash", message=completion.message)
         class_progress = progress[run.device.key]

@@ -25,7 +25,7 @@ class WorkerSpec:
     name: str
     interpreter: bool = False
     resources: dict[str, float] = field(default_factory=dict)
-    label: str | None = None  # a declared device class that overrides the fingerprint's product name
+    label: str | None = None  # interpreter workers: the declared device class (replaces the product name)
 
 
 @dataclass
@@ -155,11 +155,32 @@ def submit_cpu(fn: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str
     return cpu_call.remote(fn, args)
 
 
+CLASS_RESOURCE_PREFIX = "aotune_class_"
+
+
+def declared_classes() -> dict[str, int]:
+    """Device classes declared as Ray custom resources (``aotune_class_<label>: <workers>``) by the nodes."""
+    resources = ray.cluster_resources()
+    return {name.removeprefix(CLASS_RESOURCE_PREFIX): int(count) for name, count in sorted(resources.items())
+            if name.startswith(CLASS_RESOURCE_PREFIX) and count >= 1}
+
+
 def local_specs(*, interpreter: bool, count: int | None = None) -> list[WorkerSpec]:
-    """One worker per GPU Ray can see (or ``count`` interpreter workers, 1 by default)."""
+    """The workers for the cluster Ray is connected to.
+
+    Nodes that declare ``aotune_class_<label>`` resources get one worker per unit, pinned there (for
+    interpreter workers the label also names the device class). Otherwise: one worker per GPU Ray sees,
+    or ``count`` interpreter workers (1 by default). ``count`` caps the number of workers.
+    """
+    declared = declared_classes()
+    if declared:
+        specs = [WorkerSpec(f"{label}-{i}", interpreter=interpreter, resources={CLASS_RESOURCE_PREFIX + label: 1},
+                            label=label if interpreter else None)
+                 for label, units in declared.items() for i in range(units)]
+        return specs[:count] if count else specs
     if interpreter:
         return [WorkerSpec(f"interp-{i}", interpreter=True) for i in range(count or 1)]
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus == 0:
         raise RuntimeError("no GPU in the Ray cluster; use the interpreter (--interpreter) on a CPU machine")
-    return [WorkerSpec(f"gpu-{i}") for i in range(count or gpus)]
+    return [WorkerSpec(f"gpu-{i}") for i in range(min(count or gpus, gpus))]
