@@ -93,6 +93,7 @@ class _ProblemRun:
         self.queue: deque[Request] = deque()
         self.in_flight = 0
         self.crashes: Counter = Counter()
+        self.failed: set[str] = set()
         for row in store.trials(*self.ident):
             self._remember(row.config_key, row.stage, row.status, row.median_us, row.p20_us, row.p80_us,
                            row.shared_bytes, row.id)
@@ -100,13 +101,15 @@ class _ProblemRun:
     def _remember(self, key: str, stage: str, status: str, median: float | None, p20: float | None,
                   p80: float | None, shared: int | None, trial_id: int | None) -> None:
         self.results[(key, stage)] = Known(status, median)
+        if status in FAILED_FOR_GOOD:
+            self.failed.add(key)
         if status == "ok" and median is not None:
             config = self.configs[key].config if key in self.configs else {}
             self.measured[(key, stage)] = Measured(key, config, median, p20 or median, p80 or median, shared or 0,
                                                    trial_id)
 
     def failed_for_good(self, key: str) -> bool:
-        return any(k == key and known.status in FAILED_FOR_GOOD for (k, _), known in self.results.items())
+        return key in self.failed
 
     def ready(self) -> list[str]:
         return [k for k in self.configs if k in self.compiled and self.compiled[k].fits and not self.failed_for_good(k)]
@@ -186,7 +189,8 @@ class Driver:
                 continue
             batch = self.strategy.next_batch(run.ready(), run.default_key, run.results, self.settings.seed)
             if batch:
-                run.queue.extend(r for r in batch if r.config_key in run.ready())
+                ready = set(run.ready())
+                run.queue.extend(r for r in batch if r.config_key in ready)
                 if run.queue:
                     continue
             self._finish(run)
