@@ -7,12 +7,13 @@ tolerance, the launches to compile ahead of time for a problem, and the bytes/FL
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -160,17 +161,14 @@ class Kernel:
     # "graph": small kernels timed as CUDA-graph replays (as they run in serving); "events": per launch.
     timing: str = "graph"
     version_salt: str = ""
-    _version: list[str] = field(default_factory=list, repr=False, compare=False)
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         """sha256 (16 hex) of the source of ``source_modules`` and the salt: a changed kernel is a new version."""
-        if not self._version:
-            digest = hashlib.sha256(self.version_salt.encode())
-            for module_name in self.source_modules:
-                digest.update(inspect.getsource(importlib.import_module(module_name)).encode())
-            self._version.append(digest.hexdigest()[:16])
-        return self._version[0]
+        digest = hashlib.sha256(self.version_salt.encode())
+        for module_name in self.source_modules:
+            digest.update(inspect.getsource(importlib.import_module(module_name)).encode())
+        return digest.hexdigest()[:16]
 
     def problem(self, data: dict[str, Any]) -> Problem:
         """Typed problem from a dict (grid entry, CLI ``k=v`` pairs, DB row)."""

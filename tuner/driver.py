@@ -125,12 +125,13 @@ class Driver:
         self.on_progress = on_progress or (lambda _p: None)
         self.worker_class = {name: device_class_of(pool.info(name)) for name in pool.slots}
         self.compile_refs: dict[Any, tuple[_ProblemRun, str]] = {}
+        self.progress: dict[str, ClassProgress] = {}
 
     def run(self, plan: list[PlannedProblem]) -> dict[str, ClassProgress]:
         classes = sorted(set(self.worker_class.values()), key=lambda d: d.key)
         pending = {d: deque(plan) for d in classes}
         active: dict[DeviceClass, list[_ProblemRun]] = {d: [] for d in classes}
-        progress = {d.key: ClassProgress(d.key, len(plan)) for d in classes}
+        progress = self.progress = {d.key: ClassProgress(d.key, len(plan)) for d in classes}
         for device in self.worker_class.values():
             progress[device.key].workers += 1
         last_report = 0.0
@@ -181,7 +182,8 @@ class Driver:
             run.compiling.discard(key)
             run.compiled[key] = result
             if not result.fits and (key, "final") not in run.results:
-                self._commit(run, key, "final", TrialOutcome(result.status, message=result.reason), None, None)
+                self._commit(run, key, "final", TrialOutcome(result.status, message=result.reason), None,
+                             self.progress[run.device.key])
 
     def _advance(self, active: list[_ProblemRun], progress: ClassProgress) -> None:
         for run in list(active):

@@ -1,0 +1,170 @@
+"""Problem key, config space, input factory and cost model of ``aotune.kernels.flash_mla``.
+
+Input factory (``make_inputs``): each request owns ``context = 4 * topk`` tokens (rounded up to a
+page) of the main cache, on pages shuffled through a random block table; its top-k indices are
+distinct random tokens of its context, about 3% of them -1. The extra cache (the sliding window)
+gives each request ``extra_topk`` consecutive tokens. K/V values are N(0, 1), q is N(0, 1) bf16,
+``sm_scale`` is the model's (v32: 192^-0.5 * (0.1 ln 40 + 1)^2, v4: 512^-0.5). With
+``has_topk_length`` the lengths are drawn in [topk/2, topk] (never 0: tests build lonely rows).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from aotune.kernels.base import Cost, Inputs, Problem
+from aotune.kernels.formats.mla_kv import pack_kv_v4, pack_kv_v32, v4_page_bytes
+from aotune.kernels.space import Choice, Config, ConfigSpace
+
+D_QK = {"v32": 576, "v4": 512}
+TOKEN_BYTES = {"v32": 656, "v4": 584}
+SM_SCALE = {"v32": 192 ** -0.5 * (0.1 * math.log(40) + 1) ** 2, "v4": 512 ** -0.5}
+
+
+@dataclass(frozen=True)
+class SparseDecodeProblem(Problem):
+    """B requests x S_q query rows, H heads on this rank, topk main positions (+ extra_topk extra ones)."""
+
+    B: int
+    S_q: int
+    H: int
+    topk: int
+    layout: str
+    page_size: int
+    extra_topk: int = 0
+    has_sink: bool = False
+    has_topk_length: bool = False
+
+
+def _tiles(config: Config, problem: SparseDecodeProblem) -> int:
+    block = config["BLOCK_T"]
+    return -(-problem.topk // block) + -(-problem.extra_topk // block)
+
+
+def _valid_problem(config: Config, problem: SparseDecodeProblem) -> str | None:
+    if problem.layout not in D_QK:
+        return f"layout {problem.layout!r} is not 'v32' or 'v4'"
+    return None
+
+
+def _head_tile_fits(config: Config, problem: SparseDecodeProblem) -> str | None:
+    padded = max(16, 1 << max(0, (problem.H - 1).bit_length()))
+    if config["H_TILE"] > padded:
+        return f"H_TILE {config['H_TILE']} exceeds H={problem.H} padded to {padded}"
+    return None
+
+
+def _splits_have_work(config: Config, problem: SparseDecodeProblem) -> str | None:
+    tiles = _tiles(config, problem)
+    if config["NUM_SPLITS"] > 1 and config["NUM_SPLITS"] > tiles:
+        return f"NUM_SPLITS {config['NUM_SPLITS']} > {tiles} tiles of BLOCK_T {config['BLOCK_T']}"
+    return None
+
+
+def _sglang(block_t: int, h_tile: int, warps: int) -> Config:
+    return {"BLOCK_T": block_t, "H_TILE": h_tile, "NUM_SPLITS": 1, "num_warps": warps, "num_stages": 2}
+
+
+SPACE = ConfigSpace(
+    params={
+        "BLOCK_T": Choice(16, 32, 64), "H_TILE": Choice(4, 8, 16, 32, 64),
+        "NUM_SPLITS": Choice(1, 2, 4, 8, 16, 32, 64), "num_warps": Choice(4, 8), "num_stages": Choice(1, 2, 3),
+    },
+    default={"BLOCK_T": 32, "H_TILE": 16, "NUM_SPLITS": 4, "num_warps": 4, "num_stages": 2},
+    constraints=(_valid_problem, _head_tile_fits, _splits_have_work),
+    # SGLang's SM120 Triton sparse decode (KERNELS.md): (BLOCK_T, H_TILE, warps), no split-KV. H_TILE 4
+    # and 8 run here as 16-row MMA tiles with the extra rows masked. KERNELS.md names no stage count: 2.
+    baselines={"sglang_sm120": [_sglang(16, 4, 4), _sglang(32, 4, 8), _sglang(16, 8, 8), _sglang(32, 8, 8)]},
+)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _geometry(problem: SparseDecodeProblem) -> tuple[int, int]:
+    """Tokens per request in the main cache and in the extra cache (0: no extra cache)."""
+    ctx = _round_up(4 * problem.topk, problem.page_size)
+    xctx = _round_up(problem.extra_topk, problem.page_size) + problem.page_size if problem.extra_topk else 0
+    return ctx, xctx
+
+
+def _cache_shape(problem: SparseDecodeProblem, tokens: int) -> tuple[int, ...]:
+    pages = tokens // problem.page_size
+    if problem.layout == "v32":
+        return (pages, problem.page_size, 656)
+    return (pages, v4_page_bytes(problem.page_size))
+
+
+def input_shapes(problem: SparseDecodeProblem) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Shapes and dtypes of the tensors ``make_inputs`` builds (for meta-tensor launches)."""
+    B, S_q = problem.B, problem.S_q
+    ctx, xctx = _geometry(problem)
+    shapes = {"q": ((B, S_q, problem.H, D_QK[problem.layout]), torch.bfloat16),
+              "kv_cache": (_cache_shape(problem, B * ctx), torch.uint8),
+              "indices": ((B, S_q, problem.topk), torch.int32)}
+    if problem.has_topk_length:
+        shapes["topk_length"] = ((B,), torch.int32)
+    if problem.extra_topk:
+        shapes["extra_kv_cache"] = (_cache_shape(problem, B * xctx), torch.uint8)
+        shapes["extra_indices"] = ((B, S_q, problem.extra_topk), torch.int32)
+        if problem.has_topk_length:
+            shapes["extra_topk_length"] = ((B,), torch.int32)
+    if problem.has_sink:
+        shapes["attn_sink"] = ((problem.H,), torch.float32)
+    return shapes
+
+
+def _cache(problem: SparseDecodeProblem, tokens: int, gen: torch.Generator, device: str) -> torch.Tensor:
+    kv = torch.randn(tokens, D_QK[problem.layout], generator=gen, device=device)
+    pack = pack_kv_v32 if problem.layout == "v32" else pack_kv_v4
+    return pack(kv, problem.page_size)
+
+
+def _token_ids(block_table: torch.Tensor, pos: torch.Tensor, page: int) -> torch.Tensor:
+    """Token ids of per-request positions ``pos [B, S_q, T]`` through ``block_table [B, pages]``."""
+    pages = torch.gather(block_table, 1, (pos // page).flatten(1)).view_as(pos)
+    return (pages * page + pos % page).to(torch.int32)
+
+
+def make_inputs(problem: SparseDecodeProblem, seed: int, device: str) -> Inputs:
+    """Seeded random inputs of ``sparse_decode`` for ``problem`` (see the module docstring)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    B, S_q, page = problem.B, problem.S_q, problem.page_size
+    ctx, xctx = _geometry(problem)
+    table = torch.randperm(B * ctx // page, generator=gen, device=device).view(B, -1)
+    pos = torch.rand(B, S_q, ctx, generator=gen, device=device).argsort(-1)[..., : problem.topk]
+    idx = _token_ids(table, pos, page)
+    idx = torch.where(torch.rand(idx.shape, generator=gen, device=device) < 0.03, -1, idx).contiguous()
+    q = torch.randn(B, S_q, problem.H, D_QK[problem.layout], generator=gen, device=device).to(torch.bfloat16)
+    out: dict[str, Any] = {"q": q, "kv_cache": _cache(problem, B * ctx, gen, device), "indices": idx,
+                           "layout": problem.layout, "page_size": page, "sm_scale": SM_SCALE[problem.layout]}
+    if problem.has_topk_length:
+        low = max(1, problem.topk // 2)
+        out["topk_length"] = torch.randint(low, problem.topk + 1, (B,), generator=gen, device=device,
+                                           dtype=torch.int32)
+    if problem.extra_topk:
+        xtable = torch.randperm(B * xctx // page, generator=gen, device=device).view(B, -1)
+        start = torch.randint(0, xctx - problem.extra_topk + 1, (B, S_q, 1), generator=gen, device=device)
+        xpos = start + torch.arange(problem.extra_topk, device=device)
+        out["extra_kv_cache"] = _cache(problem, B * xctx, gen, device)
+        out["extra_indices"] = _token_ids(xtable, xpos, page).contiguous()
+        if problem.has_topk_length:
+            low = max(1, problem.extra_topk // 2)
+            out["extra_topk_length"] = torch.randint(low, problem.extra_topk + 1, (B,), generator=gen,
+                                                     device=device, dtype=torch.int32)
+    if problem.has_sink:
+        out["attn_sink"] = torch.randn(problem.H, generator=gen, device=device)
+    return out
+
+
+def cost(problem: SparseDecodeProblem) -> Cost:
+    """Bytes: gathered KV tokens + indices + q + out (lse ignored). FLOPs: QK^T and PV over every position."""
+    rows, positions = problem.B * problem.S_q, problem.topk + problem.extra_topk
+    d_qk = D_QK[problem.layout]
+    kv = rows * positions * (TOKEN_BYTES[problem.layout] + 4)
+    qo = rows * problem.H * (d_qk + 512) * 2
+    return Cost(bytes=kv + qo, flops=2 * rows * problem.H * positions * (d_qk + 512))

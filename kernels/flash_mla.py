@@ -1,0 +1,249 @@
+"""FlashMLA-style sparse MLA decode over an FP8 KV cache (DeepSeek-V3.2 "v32" and V4 "v4" layouts).
+
+``sparse_decode`` computes KERNELS.md section 2 with split-KV: the positions (main top-k, then the
+optional extra cache, one softmax) are cut into ``NUM_SPLITS`` ranges; each program writes an fp32
+partial (normalized output + log2 lse) and a combine kernel merges them by lse in fp32 before the one
+rounding to bf16. With ``NUM_SPLITS == 1`` the decode kernel finishes the rows itself (one launch).
+
+Choices where the spec is silent:
+- An index ``>= num_pages * page_size`` of its cache is invalid like -1 (masked, never read): checking
+  it on the host would need a device sync, and the launcher is CUDA-graph safe (no sync, no ``.item()``).
+- ``topk_length`` [B] applies to every one of a request's S_q rows; the extra cache has the same
+  layout and page size as the main cache. Only ``d_v == 512`` exists in both layouts.
+- The sink is a logit in natural-log units: ``out *= 1 / (1 + exp(sink[h] - lse))``; lse excludes it.
+- Lonely rows (no valid position): out = 0, lse = -inf; ``lonely_lse="+inf"`` gives FlashMLA's +inf.
+- K/V are dequantized to bf16 in registers (fp8 value x scale, rounded once) for the bf16 MMA.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import triton
+
+from aotune.kernels._mla_kernels import LOG2E, mla_combine_kernel, mla_decode_kernel
+from aotune.kernels._mla_space import D_QK, SPACE, SparseDecodeProblem, cost, input_shapes, make_inputs
+from aotune.kernels.base import Inputs, Kernel, Launch
+from aotune.kernels.formats.mla_kv import gather_kv, v4_page_bytes
+from aotune.kernels.space import Config
+
+D_V = 512
+
+
+def _need(cond: bool, name: str, message: str) -> None:
+    if not cond:
+        raise ValueError(f"{name}: {message}")
+
+
+def _check_cache(cache: torch.Tensor, name: str, layout: str, page_size: int, device: torch.device) -> torch.Tensor:
+    if cache.dtype == torch.float8_e4m3fn:
+        cache = cache.view(torch.uint8)
+    _need(cache.dtype == torch.uint8, name, f"expected uint8 (or float8_e4m3fn) bytes, got {cache.dtype}")
+    _need(cache.device == device, name, f"on {cache.device}, q on {device}")
+    if layout == "v32":
+        _need(cache.dim() == 3 and tuple(cache.shape[1:]) == (page_size, 656), name,
+              f"expected [num_pages, {page_size}, 656] for layout v32, got {tuple(cache.shape)}")
+        _need(cache.stride(2) == 1 and cache.stride(1) == 656 and cache.stride(0) % 4 == 0, name,
+              f"tokens must be dense (656 B) and the page stride a multiple of 4, strides {cache.stride()}")
+    else:
+        page_bytes = v4_page_bytes(page_size)
+        _need(cache.dim() == 2 and cache.shape[1] == page_bytes, name,
+              f"expected [num_pages, {page_bytes}] for layout v4 and page_size {page_size}, got {tuple(cache.shape)}")
+        _need(cache.stride(1) == 1 and cache.stride(0) % 2 == 0, name, f"bad strides {cache.stride()}")
+    _need(cache.storage_offset() % 4 == 0, name, "storage offset must be a multiple of 4 bytes")
+    return cache
+
+
+def _check_index(idx: torch.Tensor, name: str, lead: tuple[int, ...], device: torch.device) -> None:
+    _need(idx.dtype == torch.int32, name, f"expected int32, got {idx.dtype}")
+    _need(idx.device == device, name, f"on {idx.device}, q on {device}")
+    _need(tuple(idx.shape[: len(lead)]) == lead and idx.dim() == len(lead) + (len(lead) > 1), name,
+          f"expected shape {list(lead) + (['T'] if len(lead) > 1 else [])}, got {tuple(idx.shape)}")
+    _need(idx.is_contiguous(), name, "must be contiguous")
+
+
+def _validate(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor, layout: str, page_size: int,
+              sm_scale: float, d_v: int, topk_length: Any, extra: tuple[Any, Any, Any], attn_sink: Any,
+              lonely_lse: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check every argument; return the byte views of the main and extra caches."""
+    _need(layout in D_QK, "layout", f"expected 'v32' or 'v4', got {layout!r}")
+    _need(isinstance(page_size, int) and page_size >= 1, "page_size", f"must be an int >= 1, got {page_size!r}")
+    _need(isinstance(sm_scale, (int, float)) and math.isfinite(sm_scale) and sm_scale > 0, "sm_scale",
+          f"must be a finite float > 0, got {sm_scale!r}")
+    _need(d_v == D_V, "d_v", f"only {D_V} is supported, got {d_v}")
+    _need(lonely_lse in ("-inf", "+inf"), "lonely_lse", f"expected '-inf' or '+inf', got {lonely_lse!r}")
+    _need(q.dtype == torch.bfloat16 and q.dim() == 4 and q.shape[3] == D_QK[layout], "q",
+          f"expected bf16 [B, S_q, H, {D_QK[layout]}], got {q.dtype} {tuple(q.shape)}")
+    _need(q.is_contiguous(), "q", "must be contiguous")
+    B, S_q, H, _ = q.shape
+    cache = _check_cache(kv_cache, "kv_cache", layout, page_size, q.device)
+    _check_index(indices, "indices", (B, S_q), q.device)
+    if topk_length is not None:
+        _check_index(topk_length, "topk_length", (B,), q.device)
+    extra_cache, extra_indices, extra_length = extra
+    _need((extra_cache is None) == (extra_indices is None), "extra_indices",
+          "extra_kv_cache and extra_indices come together")
+    _need(extra_length is None or extra_cache is not None, "extra_topk_length", "given without extra_kv_cache")
+    xcache = None
+    if extra_cache is not None:
+        xcache = _check_cache(extra_cache, "extra_kv_cache", layout, page_size, q.device)
+        _check_index(extra_indices, "extra_indices", (B, S_q), q.device)
+        if extra_length is not None:
+            _check_index(extra_length, "extra_topk_length", (B,), q.device)
+    if attn_sink is not None:
+        _need(attn_sink.dtype == torch.float32 and tuple(attn_sink.shape) == (H,) and attn_sink.device == q.device,
+              "attn_sink", f"expected fp32 [{H}] on {q.device}, got {attn_sink.dtype} {tuple(attn_sink.shape)}")
+    return cache, xcache
+
+
+def _cache_args(cache: torch.Tensor, layout: str, page_size: int) -> tuple[Any, ...]:
+    """(u8, bf16 view, fp32 view, token count, page stride in bytes) of one validated cache."""
+    f32 = cache.view(torch.float32) if layout == "v32" else cache
+    return cache, cache.view(torch.bfloat16), f32, cache.shape[0] * page_size, cache.stride(0)
+
+
+def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_length: Any, xcache: Any,
+          xindices: Any, xlength: Any, sink: Any, out: torch.Tensor, lse: torch.Tensor, parts: Any,
+          layout: str, page_size: int, sm_scale: float, lonely_pos: bool,
+          config: Config) -> list[tuple[Launch, tuple[int, ...]]]:
+    """The launches (and grids) of one call: shared by the launcher and ``launches`` (meta tensors)."""
+    B, S_q, H, _ = q.shape
+    splits, h_tile = config["NUM_SPLITS"], config["H_TILE"]
+    main = _cache_args(cache, layout, page_size)
+    extra = _cache_args(xcache, layout, page_size) if xcache is not None else main
+    xidx = xindices if xindices is not None else indices
+    part_o, part_lse = parts if parts is not None else (lse, lse)
+    args = (q, *main[:3], indices, topk_length if topk_length is not None else indices, main[3], main[4],
+            indices.shape[2], *extra[:3], xidx, xlength if xlength is not None else xidx, extra[3], extra[4],
+            xindices.shape[2] if xindices is not None else 0, sink if sink is not None else lse,
+            out, lse, part_o, part_lse, S_q, H, float(sm_scale) * LOG2E)
+    flags = dict(HAS_SINK=sink is not None, LONELY_POS=lonely_pos)
+    kwargs = dict(LAYOUT=0 if layout == "v32" else 1, PAGE=page_size, BLOCK_T=config["BLOCK_T"], H_TILE=h_tile,
+                  HP=max(16, h_tile), NUM_SPLITS=splits, HAS_LEN=topk_length is not None,
+                  HAS_XLEN=xlength is not None, **flags, num_warps=config["num_warps"],
+                  num_stages=config["num_stages"])
+    plan = [(Launch(mla_decode_kernel, args, kwargs), (triton.cdiv(H, h_tile), B * S_q, splits))]
+    if splits > 1:
+        hb = min(8, triton.next_power_of_2(H))
+        combine = Launch(mla_combine_kernel, (part_o, part_lse, sink if sink is not None else lse, out, lse, S_q, H),
+                         dict(NUM_SPLITS=splits, HB=hb, **flags, num_warps=4, num_stages=1))
+        plan.append((combine, (B * S_q, triton.cdiv(H, hb))))
+    return plan
+
+
+def _outputs(q: torch.Tensor, splits: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    B, S_q, H, _ = q.shape
+    out = torch.empty(B, S_q, H, D_V, dtype=torch.bfloat16, device=q.device)
+    lse = torch.empty(B, H, S_q, dtype=torch.float32, device=q.device)
+    parts = None
+    if splits > 1:
+        parts = (torch.empty(B * S_q * splits * H * D_V, dtype=torch.float32, device=q.device),
+                 torch.empty(B * S_q * splits * H, dtype=torch.float32, device=q.device))
+    return out, lse, parts
+
+
+def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor, *, layout: str, page_size: int,
+                  sm_scale: float, d_v: int = 512, topk_length: torch.Tensor | None = None,
+                  extra_kv_cache: torch.Tensor | None = None, extra_indices: torch.Tensor | None = None,
+                  extra_topk_length: torch.Tensor | None = None, attn_sink: torch.Tensor | None = None,
+                  lonely_lse: str = "-inf", config: Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sparse MLA decode: ``(out bf16 [B, S_q, H, d_v], lse fp32 [B, H, S_q])`` (KERNELS.md section 2).
+
+    ``q`` bf16 ``[B, S_q, H, D_qk]`` (576 for v32, 512 for v4); ``indices`` int32 ``[B, S_q, T]`` token ids
+    (page * page_size + offset; < 0 or past the cache is invalid); ``topk_length`` int32 [B] masks t >= it.
+    The extra cache's tokens join the same softmax. CUDA-graph safe: no host sync.
+    """
+    cache, xcache = _validate(q, kv_cache, indices, layout, page_size, sm_scale, d_v, topk_length,
+                              (extra_kv_cache, extra_indices, extra_topk_length), attn_sink, lonely_lse)
+    if config is None:
+        from aotune.kernels.runtime import resolve_config
+        config = resolve_config(KERNEL, problem_of(q, indices, layout, page_size, topk_length, extra_indices,
+                                                   attn_sink), q.device)
+    out, lse, parts = _outputs(q, config["NUM_SPLITS"])
+    for launch, grid in _plan(q, cache, indices, topk_length, xcache, extra_indices, extra_topk_length, attn_sink,
+                              out, lse, parts, layout, page_size, sm_scale, lonely_lse == "+inf", config):
+        launch.fn[grid](*launch.args, **launch.kwargs)
+    return out, lse
+
+
+def _scores(q: torch.Tensor, cache: torch.Tensor, idx: torch.Tensor, length: Any, layout: str, page_size: int,
+            sm_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 scores [B, S_q, H, T] (-inf where invalid) and the gathered tokens [B, S_q, T, D]."""
+    n_tok = cache.shape[0] * page_size
+    pos = torch.arange(idx.shape[2], device=idx.device)
+    valid = (idx >= 0) & (idx < n_tok)
+    if length is not None:
+        valid &= pos[None, None, :] < length[:, None, None]
+    kv = gather_kv(cache, torch.where(valid, idx, 0), layout=layout, page_size=page_size)
+    kv = kv * valid[..., None]
+    s = torch.einsum("bshd,bstd->bsht", q.float(), kv) * sm_scale
+    return s.masked_fill(~valid[:, :, None, :], float("-inf")), kv
+
+
+def sparse_decode_ref(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor, *, layout: str,
+                      page_size: int, sm_scale: float, d_v: int = 512, topk_length: torch.Tensor | None = None,
+                      extra_kv_cache: torch.Tensor | None = None, extra_indices: torch.Tensor | None = None,
+                      extra_topk_length: torch.Tensor | None = None, attn_sink: torch.Tensor | None = None,
+                      lonely_lse: str = "-inf", config: Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 PyTorch reference of ``sparse_decode`` (same signature; ``config`` is ignored; out stays fp32)."""
+    cache, xcache = _validate(q, kv_cache, indices, layout, page_size, sm_scale, d_v, topk_length,
+                              (extra_kv_cache, extra_indices, extra_topk_length), attn_sink, lonely_lse)
+    s, kv = _scores(q, cache, indices, topk_length, layout, page_size, sm_scale)
+    if xcache is not None:
+        xs, xkv = _scores(q, xcache, extra_indices, extra_topk_length, layout, page_size, sm_scale)
+        s, kv = torch.cat([s, xs], dim=3), torch.cat([kv, xkv], dim=2)
+    lse = torch.logsumexp(s, dim=3)
+    finite = torch.isfinite(lse)
+    p = torch.where(finite[..., None], torch.exp(s - torch.where(finite, lse, 0.0)[..., None]), 0.0)
+    out = torch.einsum("bsht,bstd->bshd", p, kv[..., :d_v])
+    if attn_sink is not None:
+        out = out * torch.sigmoid(lse - attn_sink)[..., None]
+    if lonely_lse == "+inf":
+        lse = torch.where(finite, lse, float("inf"))
+    return out, lse.permute(0, 2, 1).contiguous()
+
+
+def problem_of(q: torch.Tensor, indices: torch.Tensor, layout: str, page_size: int, topk_length: Any,
+               extra_indices: Any, attn_sink: Any) -> SparseDecodeProblem:
+    """The problem key of one call (what the loader looks configs up by)."""
+    B, S_q, H, _ = q.shape
+    return SparseDecodeProblem(B=B, S_q=S_q, H=H, topk=indices.shape[2], layout=layout, page_size=page_size,
+                               extra_topk=0 if extra_indices is None else extra_indices.shape[2],
+                               has_sink=attn_sink is not None, has_topk_length=topk_length is not None)
+
+
+def launches(problem: SparseDecodeProblem, config: Config) -> list[Launch]:
+    """The exact launches of ``sparse_decode`` on ``make_inputs(problem)``, with meta tensors."""
+    meta = {name: torch.empty(shape, dtype=dtype, device="meta") for name, (shape, dtype) in
+            input_shapes(problem).items()}
+    q = meta["q"]
+    out, lse, parts = _outputs(q, config["NUM_SPLITS"])
+    return [launch for launch, _ in _plan(
+        q, meta["kv_cache"], meta["indices"], meta.get("topk_length"), meta.get("extra_kv_cache"),
+        meta.get("extra_indices"), meta.get("extra_topk_length"), meta.get("attn_sink"), out, lse, parts,
+        problem.layout, problem.page_size, 0.1, False, config)]
+
+
+def _run(inputs: Inputs, config: Config) -> Any:
+    return sparse_decode(**inputs, config=config)
+
+
+def _reference(inputs: Inputs) -> Any:
+    return sparse_decode_ref(**inputs)
+
+
+KERNEL = Kernel(
+    name="flash_mla",
+    problem_type=SparseDecodeProblem,
+    space=SPACE,
+    make_inputs=make_inputs,
+    run=_run,
+    reference=_reference,
+    launches=launches,
+    cost=cost,
+    tolerance=1e-2,
+    source_modules=(__name__, "aotune.kernels._mla_kernels", "aotune.kernels._mla_space",
+                    "aotune.kernels.formats.mla_kv"),
+    timing="graph",
+)

@@ -1,0 +1,137 @@
+"""Benchmark of ``aotune.kernels.flash_mla.sparse_decode`` on one GPU (plain script, not a test).
+
+For DeepSeek-V3.2 (TP 8: H 16, top-k 2048, page 64) and V4-Flash (TP 8: H 8, top-k 512 + window 128,
+page 256, sink) at B = 1, 8, 64, 256 (S_q 1): the best config of a swept subset of the space, the best
+SGLang SM120 hand-picked config, the torch reference, and the fraction of the roofline
+max(bytes / copy bandwidth, FLOPs / bf16 matmul throughput) / time, both measured in this run.
+Kernels are timed as CUDA-graph replays over rotating input sets (> 150 MB per replay, so L2 does
+not hold them), median of the replays. Usage: ``python3 tests/bench/bench_flash_mla.py [seconds]``.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+import time
+from typing import Any
+
+import torch
+import triton
+
+from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, sparse_decode, sparse_decode_ref
+
+MODELS = {
+    "V3.2 TP8": dict(S_q=1, H=16, topk=2048, layout="v32", page_size=64),
+    "V4-Flash TP8": dict(S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128, has_sink=True),
+}
+BATCHES = (1, 8, 64, 256)
+SWEEP = [dict(BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=w, num_stages=st)
+         for bt, ns, w, st in itertools.product((16, 32, 64), (1, 2, 4, 8, 16, 32, 64), (4, 8), (1, 2))]
+
+
+def _events(fn: Any, reps: int) -> list[float]:
+    start = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    end = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for i in range(reps):
+        start[i].record()
+        fn()
+        end[i].record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in zip(start, end)]
+
+
+def copy_bandwidth() -> float:
+    """Bytes/s of a 1 GiB device-to-device copy (read + write)."""
+    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    y.copy_(x)
+    ms = sorted(_events(lambda: y.copy_(x), 20))[10]
+    return 2 * x.numel() / (ms * 1e-3)
+
+
+def matmul_flops() -> float:
+    """FLOP/s of an 8192^3 bf16 matmul."""
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    a @ b
+    ms = sorted(_events(lambda: a @ b, 20))[10]
+    return 2 * 8192**3 / (ms * 1e-3)
+
+
+def graph_time(sets: list[dict], config: dict) -> float:
+    """Median seconds of one call, from CUDA-graph replays of one call per input set."""
+    for inputs in sets[:2]:
+        sparse_decode(**inputs, config=config)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            for inputs in sets:
+                sparse_decode(**inputs, config=config)
+    torch.cuda.synchronize()
+    graph.replay()
+    ms = sorted(_events(graph.replay, 15))[7]
+    return ms * 1e-3 / len(sets)
+
+
+def best(sets: list[dict], configs: list[dict], problem: SparseDecodeProblem, deadline: float) -> tuple[float, dict]:
+    """(seconds, config) of the fastest config timed before ``deadline``; prints the three best."""
+    timed: list[tuple[float, dict]] = []
+    for config in configs:
+        if KERNEL.space.check(config, problem) or time.time() > deadline:
+            continue
+        try:
+            timed.append((graph_time(sets, config), config))
+        except Exception as exc:  # noqa: BLE001 - a config that fails here is reported, not fatal
+            print(f"  config {config} failed: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
+    timed.sort(key=lambda r: r[0])
+    print(f"  B={problem.B}: {len(timed)} timed; best " +
+          "; ".join(f"{t * 1e6:.1f} us {c}" for t, c in timed[:3]), flush=True)
+    return timed[0] if timed else (math.inf, {})
+
+
+def precompile(fields: dict, configs: list[dict]) -> None:
+    """Compile the sweep for this GPU in parallel processes (lands in Triton's cache for the JIT)."""
+    from aotune.tuner.feasibility import compile_space
+    major, minor = torch.cuda.get_device_capability()
+    problem = dict(fields, B=8)
+    valid = [c for c in configs if not KERNEL.space.check(c, KERNEL.problem(problem))]
+    compile_space("flash_mla", problem, valid, f"sm_{major}{minor}", jobs=16)
+
+
+def main(budget_s: float) -> None:
+    t0 = time.time()
+    bw, flops = copy_bandwidth(), matmul_flops()
+    print(f"device {torch.cuda.get_device_name()}; copy {bw / 1e12:.2f} TB/s; bf16 matmul {flops / 1e12:.0f} TFLOP/s")
+    baselines = list(KERNEL.space.baseline("sglang_sm120"))
+    for fields in MODELS.values():
+        precompile(fields, SWEEP + baselines)
+    print(f"precompiled in {time.time() - t0:.0f} s", flush=True)
+    t0 = time.time()  # the sweep budget starts after compilation
+    print("| model | B | tuned us | config | SGLang best us | torch ref us | roofline us | tuned % | SGLang % |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for (name, fields), batch in itertools.product(MODELS.items(), BATCHES):
+        problem = SparseDecodeProblem(B=batch, **fields)
+        cost = KERNEL.cost(problem)
+        n_sets = max(2, min(128, math.ceil(150e6 / cost.bytes)))
+        sets = [KERNEL.make_inputs(problem, seed, "cuda") for seed in range(n_sets)]
+        deadline = t0 + budget_s * (len(rows) + 1) / (len(MODELS) * len(BATCHES))
+        tuned, cfg = best(sets, SWEEP, problem, deadline)
+        sglang, _ = best(sets, baselines, problem, math.inf)
+        ref = sorted(_events(lambda: sparse_decode_ref(**sets[0]), 5))[2] * 1e-3
+        roof = max(cost.bytes / bw, cost.flops / flops)
+        row = dict(model=name, B=batch, tuned_us=tuned * 1e6, config=cfg, sglang_us=sglang * 1e6, ref_us=ref * 1e6,
+                   roofline_us=roof * 1e6, tuned_frac=roof / tuned, sglang_frac=roof / sglang, sets=n_sets)
+        rows.append(row)
+        short = "/".join(str(cfg.get(k)) for k in ("BLOCK_T", "H_TILE", "NUM_SPLITS", "num_warps", "num_stages"))
+        print(f"| {name} | {batch} | {tuned * 1e6:.1f} | {short} | {sglang * 1e6:.1f} | {ref * 1e6:.0f} | "
+              f"{roof * 1e6:.1f} | {100 * roof / tuned:.0f}% | {100 * roof / sglang:.0f}% |", flush=True)
+        del sets
+        torch.cuda.empty_cache()
+    print(json.dumps(dict(copy_Bps=bw, matmul_flops=flops, rows=rows)))
+
+
+if __name__ == "__main__":
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else 240.0)

@@ -1,0 +1,182 @@
+"""FlashMLA sparse decode: reference vs a direct softmax, kernel vs reference (interpreter and GPU),
+lonely rows, sinks, the extra cache, split-KV, validation, the config space and sm_120 feasibility."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from aotune.kernels import max_rel_error, rel_error
+from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, launches, sparse_decode, sparse_decode_ref
+from aotune.kernels.formats.mla_kv import unpack_kv_v4, unpack_kv_v32
+
+DEVICE = os.environ.get("AOTUNE_TEST_DEVICE", "cpu")
+
+
+def _cfg(block_t: int = 16, h_tile: int = 16, splits: int = 1, warps: int = 4, stages: int = 1) -> dict:
+    return {"BLOCK_T": block_t, "H_TILE": h_tile, "NUM_SPLITS": splits, "num_warps": warps, "num_stages": stages}
+
+
+def _inputs(seed: int = 0, **fields: object) -> dict:
+    base = dict(B=2, S_q=1, H=3, topk=40, layout="v32", page_size=16)
+    base.update(fields)
+    return KERNEL.make_inputs(SparseDecodeProblem(**base), seed, DEVICE)
+
+
+def _check(inputs: dict, config: dict, tol: float = 1e-2) -> None:
+    out, lse = sparse_decode(**inputs, config=config)
+    ref_out, ref_lse = sparse_decode_ref(**inputs)
+    assert out.dtype == torch.bfloat16 and lse.dtype == torch.float32
+    assert rel_error(out, ref_out) <= tol, rel_error(out, ref_out)
+    assert rel_error(lse, ref_lse) <= 1e-3, rel_error(lse, ref_lse)
+
+
+def _direct(inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-query softmax over the dequantized tokens, one (b, s, h) at a time, in float64."""
+    unpack = unpack_kv_v32 if inputs["layout"] == "v32" else unpack_kv_v4
+    q = inputs["q"].double()
+    B, S_q, H, _ = q.shape
+    out, lse = torch.zeros(B, S_q, H, 512, dtype=torch.float64), torch.full((B, H, S_q), -math.inf, dtype=torch.float64)
+    sources = [("kv_cache", "indices", "topk_length"), ("extra_kv_cache", "extra_indices", "extra_topk_length")]
+    for b in range(B):
+        for s in range(S_q):
+            rows = []
+            for cache, idx, length in sources:
+                if inputs.get(cache) is None:
+                    continue
+                kv = unpack(inputs[cache], inputs["page_size"]).double()
+                for t, i in enumerate(inputs[idx][b, s].tolist()):
+                    if 0 <= i < len(kv) and (inputs.get(length) is None or t < inputs[length][b]):
+                        rows.append(kv[i])
+            if not rows:
+                continue
+            kv = torch.stack(rows)
+            for h in range(H):
+                scores = kv @ q[b, s, h] * inputs["sm_scale"]
+                lse[b, h, s] = torch.logsumexp(scores, 0)
+                out[b, s, h] = torch.softmax(scores, 0) @ kv[:, :512]
+                if inputs.get("attn_sink") is not None:
+                    out[b, s, h] /= 1 + math.exp(inputs["attn_sink"][h] - lse[b, h, s])
+    return out, lse
+
+
+@pytest.mark.parametrize("fields", [dict(), dict(layout="v4", extra_topk=20, has_sink=True, has_topk_length=True,
+                                                  S_q=2)])
+def test_reference_matches_direct_softmax(fields: dict) -> None:
+    inputs = _inputs(1, **fields)
+    inputs["indices"][0, 0, :5] = 10**6  # out of range: invalid like -1
+    if "topk_length" in inputs:
+        inputs["topk_length"][1] = 0
+    assert max_rel_error(sparse_decode_ref(**inputs), _direct(inputs)) < 1e-6
+
+
+@pytest.mark.parametrize("fields,config", [
+    (dict(), _cfg()),
+    (dict(H=5, topk=50), _cfg(block_t=16, h_tile=4, splits=3)),
+    (dict(S_q=2, H=17, has_topk_length=True), _cfg(block_t=32, h_tile=16, splits=2)),
+    (dict(layout="v4", H=3, topk=24, extra_topk=9, has_sink=True), _cfg(splits=1)),
+    (dict(layout="v4", H=8, topk=40, extra_topk=20, has_sink=True, has_topk_length=True), _cfg(h_tile=8, splits=4)),
+])
+def test_kernel_matches_reference(fields: dict, config: dict) -> None:
+    _check(_inputs(2, **fields), config)
+
+
+@pytest.mark.parametrize("lonely", ["-inf", "+inf"])
+@pytest.mark.parametrize("splits", [1, 2])
+def test_lonely_rows_and_masked_tiles(lonely: str, splits: int) -> None:
+    inputs = _inputs(3, B=3, H=2, topk=48, layout="v4", extra_topk=16, has_sink=True, has_topk_length=True)
+    inputs["indices"][0] = -1  # request 0: no valid main position, its extra tokens decide
+    inputs["extra_indices"][0, :, ::2] = -1
+    inputs["indices"][1, :, :32] = -1  # two fully masked tiles before valid ones
+    inputs["topk_length"][2], inputs["extra_topk_length"][2] = 0, 0  # request 2 is lonely
+    out, lse = sparse_decode(**inputs, lonely_lse=lonely, config=_cfg(splits=splits))
+    ref_out, ref_lse = sparse_decode_ref(**inputs, lonely_lse=lonely)
+    assert torch.all(out[2] == 0) and torch.all(lse[2] == float(lonely))
+    assert rel_error(out, ref_out) <= 1e-2 and rel_error(lse, ref_lse) <= 1e-3
+
+
+def test_padded_pages_and_fp8_dtype() -> None:
+    inputs = _inputs(4, H=4, topk=32)
+    cache = inputs["kv_cache"]
+    padded = torch.zeros(cache.shape[0], 17, 656, dtype=torch.uint8, device=cache.device)
+    padded[:, :16] = cache
+    inputs["kv_cache"] = padded[:, :16].view(torch.float8_e4m3fn)
+    _check(inputs, _cfg(splits=2))
+
+
+def test_does_not_write_inputs() -> None:
+    inputs = _inputs(5, H=2, topk=20, layout="v4")
+    before = {k: v.clone() for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    sparse_decode(**inputs, config=_cfg(splits=2))
+    assert all(torch.equal(before[k], inputs[k]) for k in before)
+
+
+@pytest.mark.parametrize("change,name", [
+    (dict(layout="v3"), "layout"), (dict(page_size=32), "kv_cache"), (dict(sm_scale=-1.0), "sm_scale"),
+    (dict(d_v=448), "d_v"), (dict(lonely_lse="nan"), "lonely_lse"),
+])
+def test_validation_names_argument(change: dict, name: str) -> None:
+    inputs = _inputs(6, H=2, topk=8)
+    inputs.update(change)
+    with pytest.raises(ValueError, match=name):
+        sparse_decode(**inputs, config=_cfg())
+
+
+def test_validation_of_tensors() -> None:
+    inputs = _inputs(7, H=2, topk=8)
+    for key, value, name in [("q", inputs["q"].float(), "q"), ("indices", inputs["indices"].long(), "indices"),
+                             ("topk_length", torch.ones(3, dtype=torch.int32), "topk_length"),
+                             ("attn_sink", torch.ones(3), "attn_sink"), ("extra_indices", inputs["indices"], "extra")]:
+        with pytest.raises(ValueError, match=name):
+            sparse_decode(**{**inputs, key: value}, config=_cfg())
+
+
+def test_space_baselines_constraints_and_launches() -> None:
+    space = KERNEL.space
+    assert len(space.baseline("sglang_sm120")) == 4 and all(c["NUM_SPLITS"] == 1 for c in space.baseline("sglang_sm120"))
+    problem = SparseDecodeProblem(B=1, S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128)
+    assert space.check(_cfg(h_tile=32), problem) and space.check(_cfg(block_t=64, splits=64), problem)
+    assert space.check(space.default, problem) is None
+    [decode, combine] = launches(problem, _cfg(splits=4))
+    assert decode.kwargs["HP"] == 16 and combine.kwargs["NUM_SPLITS"] == 4
+    cost = KERNEL.cost(problem)
+    assert cost.bytes > 640 * 584 and cost.flops == 2 * 8 * 640 * 1024
+
+
+_COMPILE = """
+from aotune.tuner.feasibility import compile_candidate
+p = dict(B=1, S_q=1, H=128, topk=2048, layout="v32", page_size=64)
+cfg = lambda bt, ht, w, st: dict(BLOCK_T=bt, H_TILE=ht, NUM_SPLITS=4, num_warps=w, num_stages=st)
+big = compile_candidate("flash_mla", p, cfg(32, 64, 8, 2), "sm_120")
+small = compile_candidate("flash_mla", p, cfg(16, 16, 4, 1), "sm_120")
+print(big.status, big.shared_bytes, small.status, small.shared_bytes)
+"""
+
+
+def test_sm120_drops_large_tiles_by_real_compilation() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the AOT compiler needs real JIT fns
+    text = subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True, check=True,
+                          timeout=300).stdout.split()
+    assert text[0] == "out_of_resources" and int(text[1]) > 101376, text
+    assert text[2] == "ok" and 0 < int(text[3]) <= 101376, text
+
+
+GPU_CASES = [
+    ("v32_tp8", dict(B=4, S_q=2, H=16, topk=2048, layout="v32", page_size=64, has_topk_length=True)),
+    ("v32_tp1", dict(B=2, S_q=1, H=128, topk=2048, layout="v32", page_size=64)),
+    ("v4_tp8", dict(B=4, S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128, has_sink=True,
+                    has_topk_length=True)),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,fields", GPU_CASES, ids=[c[0] for c in GPU_CASES])
+@pytest.mark.parametrize("config", [_cfg(32, 16, 1, 8, 2), _cfg(32, 16, 8, 4, 2), _cfg(16, 8, 1, 8, 2),
+                                    _cfg(64, 32, 16, 8, 1)])
+def test_gpu_real_shapes(name: str, fields: dict, config: dict) -> None:
+    inputs = KERNEL.make_inputs(SparseDecodeProblem(**fields), 11, "cuda")
+    _check(inputs, config)
