@@ -94,6 +94,7 @@ class _ProblemRun:
         self.in_flight = 0
         self.crashes: Counter = Counter()
         self.failed: set[str] = set()
+        self.workers: set[str] = set()  # workers that hold this problem's inputs
         for row in store.trials(*self.ident):
             self._remember(row.config_key, row.stage, row.status, row.median_us, row.p20_us, row.p80_us,
                            row.shared_bytes, row.id)
@@ -204,7 +205,10 @@ class Driver:
             runs = [r for r in active[self.worker_class[name]] if r.queue]
             if not runs:
                 continue
-            run = runs[0]
+            # Affinity: a worker stays on problems whose inputs it already built; otherwise it joins the
+            # problem with the fewest workers (building inputs and the reference costs more than a trial).
+            run = min(runs, key=lambda r: (name not in r.workers, len(r.workers)))
+            run.workers.add(name)
             request = run.queue.popleft()
             compiled = run.compiled[request.config_key]
             spec = TrialSpec(run.planned.kernel.name, run.planned.problem.to_dict(),

@@ -39,7 +39,8 @@ class TrialOutcome:
     restart_worker: bool = False
 
 
-_WORKLOAD: dict[str, Any] = {}
+_WORKLOAD: dict[str, tuple[list[Any], Any]] = {}
+_WORKLOADS_KEPT = 2
 
 
 def _interpreting() -> bool:
@@ -68,19 +69,26 @@ def install_artifacts(artifacts: list[dict[str, bytes]]) -> None:
 
 
 def _workload(kernel: Any, problem: Any, seed: int, settings: TimingSettings) -> tuple[list[Any], Any]:
-    """Input sets (rotated while timing) and the reference output, built once per workload."""
+    """Input sets (rotated while timing) and the reference output, built once per workload.
+
+    The last ``_WORKLOADS_KEPT`` workloads stay in memory, so a worker that alternates between two
+    problems does not rebuild their inputs and references.
+    """
     key = f"{kernel.name}:{kernel.version}:{problem.key}:{seed}"
-    if _WORKLOAD.get("key") != key:
-        _WORKLOAD.clear()
-        device = "cpu" if _interpreting() else "cuda"
-        first = kernel.make_inputs(problem, seed, device)
-        reference = kernel.reference(first)
-        sets = [first]
-        if not _interpreting():
-            wanted = input_sets_needed(_bytes_of(first), settings)
-            sets += [kernel.make_inputs(problem, seed + i, device) for i in range(1, wanted)]
-        _WORKLOAD.update(key=key, sets=sets, reference=reference)
-    return _WORKLOAD["sets"], _WORKLOAD["reference"]
+    if key in _WORKLOAD:
+        _WORKLOAD[key] = _WORKLOAD.pop(key)  # most recently used last
+        return _WORKLOAD[key]
+    while len(_WORKLOAD) >= _WORKLOADS_KEPT:
+        _WORKLOAD.pop(next(iter(_WORKLOAD)))
+    device = "cpu" if _interpreting() else "cuda"
+    first = kernel.make_inputs(problem, seed, device)
+    reference = kernel.reference(first)
+    sets = [first]
+    if not _interpreting():
+        wanted = input_sets_needed(_bytes_of(first), settings)
+        sets += [kernel.make_inputs(problem, seed + i, device) for i in range(1, wanted)]
+    _WORKLOAD[key] = (sets, reference)
+    return sets, reference
 
 
 def _bytes_of(inputs: dict[str, Any]) -> int:
