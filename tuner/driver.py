@@ -190,7 +190,8 @@ class Driver:
         for run in list(active):
             if run.compiling or run.queue or run.in_flight:
                 continue
-            batch = self.strategy.next_batch(run.ready(), run.default_key, run.results, self.settings.seed)
+            seed = self.settings.seed + int(run.planned.problem.hash, 16) % (2**31)
+            batch = self.strategy.next_batch(run.ready(), run.default_key, run.results, seed)
             if batch:
                 ready = set(run.ready())
                 run.queue.extend(r for r in batch if r.config_key in ready)
