@@ -23,7 +23,8 @@ this one) and what the caller's ``check`` rejects for this problem:
   4. ``default``: the caller's default configs in order, the first whose shared memory is known to fit
      (from any bundle entry with that config on this arch, or the caller's ``fits`` callback).
      ``default:unchecked`` when nothing could tell; ``default:none-fits`` when every default was
-     shown not to fit (the first one is returned: the launch will report the error).
+     shown not to fit, ``default:none-valid`` when ``check`` rejected them all (then the first one
+     is returned, with a warning: the launch reports the error).
 A stale kernel version, a corrupt, truncated, tampered or newer-format bundle is reported once as a
 ``BundleWarning`` and skipped. The loader never raises into a serving process on a miss or a bad file.
 Answers are memoized per (kernel, version, problem, device, bucketed field); ``defaults``, ``check``
@@ -31,12 +32,10 @@ and ``fits`` are assumed fixed per kernel version.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
 import os
-import sqlite3
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ ENV_DB = "AOTUNE_LOADER_DB"
 Source = Union[str, os.PathLike, Mapping[str, Any]]
 Check = Callable[[Mapping[str, Any]], Union[str, None]]
 Fits = Callable[[Mapping[str, Any]], Union[bool, None]]
+Defaults = Union[Sequence[Mapping[str, Any]], Callable[[], Sequence[Mapping[str, Any]]]]
 
 
 class BundleWarning(UserWarning):
@@ -131,10 +131,11 @@ class _Entry:
 
 def _valid_entry(e: Any, devices: Mapping[str, Any]) -> bool:
     try:
+        device = devices[e["device"]]
         return (isinstance(e["kernel"], str) and isinstance(e["kernel_version"], str)
                 and isinstance(e["problem"], dict) and isinstance(e["config"], dict)
-                and isinstance(devices[e["device"]]["arch"], str)
-                and isinstance(devices[e["device"]]["smem_per_block"], int)
+                and all(isinstance(device[k], str) for k in ("vendor", "arch", "product"))
+                and all(isinstance(device[k], int) for k in ("smem_per_block", "sm_count"))
                 and (e.get("shared_bytes") is None or isinstance(e["shared_bytes"], int)))
     except (KeyError, TypeError):
         return False
@@ -144,6 +145,8 @@ def _sqlite_bundle(url: str) -> dict[str, Any]:
     """The best configs of a SQLite database, in bundle form (read only, stdlib sqlite3)."""
     if not url.startswith("sqlite:///"):
         raise BundleError(f"{url}: the runtime loader reads only sqlite:/// databases; export a bundle instead")
+    import sqlite3
+
     path = url.removeprefix("sqlite:///")
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -207,7 +210,8 @@ class Loader:
         self._arch: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self._smem: dict[tuple[str, str, str, str], int] = {}
         self._versions: dict[str, dict[str, set[str]]] = {}
-        self._buckets: dict[tuple[Any, ...], list[tuple[Any, _Entry]]] = {}
+        self._devices: dict[str, DeviceClass] = {}
+        self._buckets: dict[tuple[Any, ...], dict[tuple[Any, ...], list[tuple[Any, _Entry]]]] = {}
         self._memo: dict[tuple[Any, ...], Answer] = {}
         self._warned: set[str] = set()
 
@@ -253,6 +257,8 @@ class Loader:
                 continue
             device = devices[raw["device"]]
             kernel, version = raw["kernel"], raw["kernel_version"]
+            if raw["device"] not in self._devices:
+                self._devices[raw["device"]] = DeviceClass.from_dict(device)
             self._versions.setdefault(kernel, {}).setdefault(name, set()).add(version)
             slot = index.setdefault((kernel, version, raw["device"]), {})
             entry = _Entry(raw, device, name)
@@ -265,20 +271,32 @@ class Loader:
         if bad:
             self.warn(f"aotune loader: {name}: skipped {bad} malformed entr{'y' if bad == 1 else 'ies'}")
 
+    def devices(self) -> dict[str, DeviceClass]:
+        """The device classes the sources hold entries for, by key."""
+        self._load()
+        return dict(self._devices)
+
     # -- lookup ------------------------------------------------------------------------------------
     def lookup(self, kernel: str, version: str, problem: Mapping[str, Any], device: DeviceClass, *,
-               bucketed: str | None = None, defaults: Sequence[Mapping[str, Any]] = (),
+               bucketed: str | tuple[str, ...] = (), defaults: Defaults = (),
                check: Check | None = None, fits: Fits | None = None) -> Answer:
-        """The config for ``kernel`` at ``version`` on ``problem`` and ``device``; never raises on a miss."""
+        """The config for ``kernel`` at ``version`` on ``problem`` and ``device``; never raises on a miss.
+
+        ``bucketed``: the bucketed problem field (or fields, tried in order); ``defaults``: the
+        fallback configs (or a function returning them, called only when needed); ``check``: returns
+        why a config is unusable for this problem (None when usable); ``fits``: whether a config fits
+        the device's shared memory (None when unknown).
+        """
         key = (kernel, version, tuple(problem.items()), device, bucketed)
         answer = self._memo.get(key)
         if answer is None:
-            answer = self._memo[key] = self._resolve(kernel, version, problem, device, bucketed, defaults,
+            fields = (bucketed,) if isinstance(bucketed, str) else tuple(bucketed)
+            answer = self._memo[key] = self._resolve(kernel, version, problem, device, fields, defaults,
                                                      check, fits)
         return answer
 
     def _resolve(self, kernel: str, version: str, problem: Mapping[str, Any], device: DeviceClass,
-                 bucketed: str | None, defaults: Sequence[Mapping[str, Any]], check: Check | None,
+                 bucketed: tuple[str, ...], defaults: Defaults, check: Check | None,
                  fits: Fits | None) -> Answer:
         index = self._load()
         self._warn_stale(kernel, version)
@@ -294,10 +312,10 @@ class Loader:
                 entry, how = found
                 tier = f"arch:{device.arch}/{peer['product']}"
                 return _answer(entry, tier if how == "exact" else f"{tier},{how}")
-        return self._default(kernel, version, device, defaults, check, fits)
+        return self._default(kernel, version, problem, device, defaults, check, fits)
 
     def _search(self, index: Mapping[Any, Mapping[Any, _Entry]], kernel: str, version: str, device_key: str,
-                problem: Mapping[str, Any], bucketed: str | None,
+                problem: Mapping[str, Any], bucketed: tuple[str, ...],
                 usable: Callable[[_Entry], bool]) -> tuple[_Entry, str] | None:
         slot = index.get((kernel, version, device_key))
         if not slot:
@@ -305,44 +323,50 @@ class Loader:
         entry = slot.get(problem_id(problem))
         if entry is not None and usable(entry):
             return entry, "exact"
-        value = problem.get(bucketed) if bucketed else None
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return None
-        ladder = self._ladder(slot, (kernel, version, device_key), problem, bucketed)
-        if not ladder:
-            return None
-        low, high = ladder[0][0], ladder[-1][0]
-        for tuned, entry in sorted(ladder, key=lambda item: (_distance(item[0], value), -item[0])):
-            if usable(entry):
-                word = "nearest" if low <= value <= high else "clamped"
-                return entry, f"{word}:{bucketed}={tuned}"
+        for name in bucketed:
+            value = problem.get(name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            ladder = self._ladder(slot, (kernel, version, device_key), problem, name)
+            if not ladder:
+                continue
+            low, high = ladder[0][0], ladder[-1][0]
+            for tuned, entry in sorted(ladder, key=lambda item: (_distance(item[0], value), -item[0])):
+                if usable(entry):
+                    word = "nearest" if low <= value <= high else "clamped"
+                    return entry, f"{word}:{name}={tuned}"
         return None
 
     def _ladder(self, slot: Mapping[Any, _Entry], where: tuple[str, str, str], problem: Mapping[str, Any],
                 bucketed: str) -> list[tuple[Any, _Entry]]:
-        rest = problem_id({k: v for k, v in problem.items() if k != bucketed})
-        key = (*where, bucketed, rest)
-        ladder = self._buckets.get(key)
-        if ladder is None:
-            ladder = []
+        ladders = self._buckets.get((*where, bucketed))
+        if ladders is None:  # every ladder of this slot and field at once: built once, then a dict lookup
+            ladders = {}
             for entry in slot.values():
                 tuned = entry.data["problem"].get(bucketed)
-                others = {k: v for k, v in entry.data["problem"].items() if k != bucketed}
-                if isinstance(tuned, (int, float)) and not isinstance(tuned, bool) and problem_id(others) == rest:
-                    ladder.append((tuned, entry))
-            ladder.sort(key=lambda item: item[0])
-            self._buckets[key] = ladder
-        return ladder
+                if isinstance(tuned, (int, float)) and not isinstance(tuned, bool):
+                    rest = problem_id({k: v for k, v in entry.data["problem"].items() if k != bucketed})
+                    ladders.setdefault(rest, []).append((tuned, entry))
+            for ladder in ladders.values():
+                ladder.sort(key=lambda item: item[0])
+            self._buckets[(*where, bucketed)] = ladders
+        return ladders.get(problem_id({k: v for k, v in problem.items() if k != bucketed}), [])
 
-    def _default(self, kernel: str, version: str, device: DeviceClass, defaults: Sequence[Mapping[str, Any]],
-                 check: Check | None, fits: Fits | None) -> Answer:
+    def _default(self, kernel: str, version: str, problem: Mapping[str, Any], device: DeviceClass,
+                 defaults: Defaults, check: Check | None, fits: Fits | None) -> Answer:
+        if callable(defaults):
+            defaults = defaults()
         if not defaults:
             return Answer(MappingProxyType({}), "default:none")
+        valid = [c for c in defaults if check is None or not check(c)]
+        if not valid:
+            self.warn(f"aotune loader: no default config of {kernel} is valid for {dict(problem)}")
+            return Answer(MappingProxyType(dict(defaults[0])), "default:none-valid")
         unknown: Mapping[str, Any] | None = None
-        for config in defaults:
+        for config in valid:
             known = self._smem.get((kernel, version, device.arch, canonical_json(dict(config))))
             ok = known <= device.smem_per_block if known is not None else (fits(config) if fits else None)
-            if ok and (check is None or not check(config)):
+            if ok:
                 return Answer(MappingProxyType(dict(config)), "default", shared_bytes=known)
             if ok is None and unknown is None:
                 unknown = config
@@ -383,62 +407,6 @@ def _answer(entry: _Entry, source: str) -> Answer:
     data = entry.data
     return Answer(MappingProxyType(dict(data["config"])), source, entry.origin, data.get("shared_bytes"),
                   data.get("median_us"), data.get("source"), data["device"], tuple(data.get("binaries") or ()))
-
-
-def install_binaries(answer: Answer, target: str, triton_version: str, cache_dir: str | os.PathLike) -> int:
-    """Write the answer's compiled kernels for ``target`` and ``triton_version`` into Triton's cache folder.
-
-    Returns how many kernels were installed (0 when the bundle has none for this target or Triton
-    version: then the JIT compiles as usual). Files already there are left alone; a bad entry is
-    reported once per process and skipped.
-    """
-    count = 0
-    for binary in answer.binaries:
-        if not isinstance(binary, dict) or binary.get("target") != target or binary.get("triton") != triton_version:
-            continue
-        for launch in binary.get("launches") or []:
-            try:
-                _install_launch(Path(cache_dir), launch)
-                count += 1
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                _warn_once(f"aotune loader: could not install a compiled kernel ({exc}); it will be compiled")
-    return count
-
-
-def _install_launch(root: Path, launch: Mapping[str, Any]) -> None:
-    folder_name = launch["dir"]
-    files = {name: base64.b64decode(text, validate=True) for name, text in launch["files"].items()}
-    for name in [folder_name, *files]:
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise ValueError(f"unsafe file name {name!r}")
-    folder = root / folder_name
-    folder.mkdir(parents=True, exist_ok=True)
-    groups = {name: data for name, data in files.items() if name.startswith("__grp__")}
-    for name, data in files.items():
-        if name not in groups:
-            _write_new(folder / name, data)
-    for name, data in groups.items():  # the group file names absolute paths: point them at this folder
-        children = json.loads(data)["child_paths"]
-        paths = {child: str(folder / child) for child in children if (folder / child).is_file()}
-        _write_new(folder / name, json.dumps({"child_paths": paths}).encode())
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    if path.exists():
-        return
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-_PROCESS_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    """Report ``message`` once per process as a BundleWarning."""
-    if message not in _PROCESS_WARNED:
-        _PROCESS_WARNED.add(message)
-        warnings.warn(message, BundleWarning, stacklevel=3)
 
 
 _DEFAULT: list[Loader] = []

@@ -1,4 +1,4 @@
-"""The ``aotune`` command line: tune, space, best, db, bundle, query."""
+"""The ``aotune`` command line: tune, space, best, db init, bundle (export/import/inspect/merge/transfer), query."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,16 @@ app = typer.Typer(help="Ahead-of-time autotuning of Triton kernels on the GPUs y
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
+
+
+def _mount_bundle_commands() -> None:
+    from aotune.tuner.cli_bundle import bundle_app, query_command
+
+    app.add_typer(bundle_app, name="bundle", help="Export, import, inspect, merge and transfer bundles.")
+    app.command("query")(query_command)
+
+
+_mount_bundle_commands()
 
 
 def _problem_pairs(pairs: list[str]) -> dict[str, Any]:

@@ -54,18 +54,12 @@ def install_artifacts(artifacts: list[dict[str, bytes]]) -> None:
         return
     from triton import knobs
 
-    root = Path(knobs.cache.dir)
+    from aotune.kernels.runtime import install_cache_entry
+
     for files in artifacts:
-        if "__dir__" not in files:
-            continue
-        folder = root / files["__dir__"].decode()
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            target = folder / name
-            if name != "__dir__" and not target.exists():
-                tmp = target.with_name(f"{name}.{os.getpid()}.tmp")
-                tmp.write_bytes(data)
-                tmp.replace(target)
+        if "__dir__" in files:
+            entry = {name: data for name, data in files.items() if name != "__dir__"}
+            install_cache_entry(Path(knobs.cache.dir), files["__dir__"].decode(), entry)
 
 
 def _workload(kernel: Any, problem: Any, seed: int, settings: TimingSettings) -> tuple[list[Any], Any]:

@@ -1,0 +1,39 @@
+"""The live device as a DeviceClass (memoized): what the loader matches tuned configs against.
+
+A CUDA device reports its product name, compute capability, opt-in shared memory per block and SM
+count through ``torch.cuda.get_device_properties``; a CPU device (the Triton interpreter,
+``TRITON_INTERPRET=1``) is ``aotune.cache_db.identity.INTERPRETER``.
+"""
+from __future__ import annotations
+
+import torch
+
+from aotune.cache_db.identity import INTERPRETER, DeviceClass
+
+_CLASSES: dict[object, DeviceClass] = {}
+
+
+def device_class(device: torch.device | str | int | None = None) -> DeviceClass:
+    """The DeviceClass of ``device`` (a torch.device, ``"cuda:1"``, an index, or None for the current one)."""
+    found = _CLASSES.get(device)
+    if found is None:
+        found = _CLASSES[device] = _probe(device)
+    return found
+
+
+def _probe(device: torch.device | str | int | None) -> DeviceClass:
+    if device is None:
+        if not torch.cuda.is_available():
+            return INTERPRETER
+        device = torch.device("cuda", torch.cuda.current_device())
+    elif isinstance(device, int):
+        device = torch.device("cuda", device)
+    device = torch.device(device)
+    if device.type != "cuda":
+        return INTERPRETER
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    smem = int(getattr(props, "shared_memory_per_block_optin", 0) or getattr(props, "shared_memory_per_block", 0))
+    vendor = "amd" if getattr(torch.version, "hip", None) else "nvidia"
+    return DeviceClass.from_properties(props.name, props.major, props.minor, smem, props.multi_processor_count,
+                                       vendor=vendor)
