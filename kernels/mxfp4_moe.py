@@ -1,0 +1,365 @@
+"""MXFP4 MoE: routed experts with E2M1 weights and E8M0 group scales, fused dequant + grouped GEMM.
+
+Math and formats: KERNELS.md section 1 (``fused_moe_ref`` follows it literally). Choices where it is
+silent:
+- ``topk_ids`` int32 ``[M, top_k]``, ``topk_weights`` fp32; ids < 0 contribute nothing. Ids >= E raise
+  ValueError, checked on the host, except while a CUDA graph is being captured (the check would
+  synchronize); the kernels then treat them like negative ids (no out-of-bounds reads).
+- ``layout``: "gate_up" / "up_gate" (gate rows first / up rows first) or "interleaved" (gate even rows,
+  up odd rows). "swiglu_oai" always uses interleaved rows ("gate_up", the default, is read as
+  interleaved; "up_gate" is an error) and ``swiglu_limit=None`` means its limit 7.
+- Biases are fp32, both or neither; they are added after the bf16 rounding of ``h`` (w13_bias) and
+  before the routing weight (w2_bias), as in KERNELS.md.
+- Top-k sum in fp32; the order of that sum is fixed on the decode path (per-slot buffer, then a reduce
+  kernel) and follows fp32 atomic adds on the prefill path and with split-K.
+- The launcher allocates its workspaces per call (caching allocator; CUDA-graph safe): intermediate
+  ``[M*top_k, I]`` bf16 and an fp32 buffer ``[M*top_k, K]`` (decode) or ``[M, K]`` (prefill).
+
+Problem key: M, K (hidden), I (per-rank intermediate), E (per-rank experts), top_k, group_size,
+activation, layout, has_bias. Config: PATH ("decode": no sort, grid over slots, first slot of each
+expert does its work; "prefill": moe_align sort and a grid over padded BLOCK_M blocks), BLOCK_M,
+BLOCK_N (weight rows per program in both GEMMs: the first GEMM computes BLOCK_N/2 gate and BLOCK_N/2
+up rows), BLOCK_K, GROUP_M, SPLIT_K (down projection only), DEQ (how E2M1 meets the tensor cores:
+"arith" decodes and scales the weight tile in registers, then one bf16 tl.dot per BLOCK_K; "group"
+decodes without scaling, one tl.dot per scale group, the scale multiplies the fp32 partial product
+(less per-element work, for decode); both run under the interpreter; "group_asm": "group" with a
+PTX E2M1 -> bf16x2 decode (two values per 32-bit op; GPU only); "dot_scaled": tl.dot_scaled,
+GPU only, group 32), num_warps, num_stages.
+
+Performance (H100, tests/bench/results_mxfp4_moe.md): 10-48% of copy bandwidth at M <= 32, short of the
+80% goal: the K loop is instruction-bound (about 7-9 SASS instructions per weight element) and tiny
+problems are latency-bound (no split-K on the first GEMM, three launches per call).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import triton
+
+from aotune.kernels._moe_checks import ACTIVATIONS, LAYOUTS, check_inputs
+from aotune.kernels._moe_kernels import _moe_align, _moe_gemm1, _moe_gemm2, _moe_reduce
+from aotune.kernels.base import Cost, Inputs, Kernel, Launch, Problem
+from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
+from aotune.kernels.space import Choice, Config, ConfigSpace
+
+Tensors = dict[str, torch.Tensor]
+_REDUCE_BLOCK = 1024
+_DECODE_MAX_SLOTS = 1024
+_DEQ = {"arith": 0, "group": 1, "dot_scaled": 2, "group_asm": 3}
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _workspace(p: MoEProblem, cfg: Config, device: torch.device | str, ids: torch.Tensor) -> Tensors:
+    """Per-call buffers of the launches (sizes depend only on the problem and the config)."""
+    t, decode = p.M * p.top_k, cfg["PATH"] == "decode"
+    atomic = not decode or cfg["SPLIT_K"] > 1
+    dst_rows = t if decode else p.M
+    ws = {
+        "inter": torch.empty(t, p.I, dtype=torch.bfloat16, device=device),
+        "dst": (torch.zeros if atomic else torch.empty)(dst_rows, p.K, dtype=torch.float32, device=device),
+        "out": torch.empty(p.M, p.K, dtype=torch.bfloat16, device=device),
+        "sorted": ids, "bexp": ids, "cursor": ids,
+    }
+    if not decode:
+        nb_cap = triton.cdiv(t, cfg["BLOCK_M"]) + min(t, p.E)
+        ws["sorted"] = torch.empty(nb_cap * cfg["BLOCK_M"], dtype=torch.int32, device=device)
+        ws["bexp"] = torch.empty(nb_cap, dtype=torch.int32, device=device)
+        ws["cursor"] = torch.empty(_pow2(p.E), dtype=torch.int32, device=device)
+    return ws
+
+
+def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Config) -> list[tuple[Launch, tuple]]:
+    """The launches (and grids) of one call; shared by the launcher and ``launches`` (meta tensors)."""
+    t, decode, bm, bn = p.M * p.top_k, cfg["PATH"] == "decode", cfg["BLOCK_M"], cfg["BLOCK_N"]
+    num_m = t if decode else triton.cdiv(t, bm) + min(t, p.E)
+    per_token, split_k = not decode, cfg["SPLIT_K"]
+    has_bias = p.has_bias
+    b13 = ts["w13_bias"] if has_bias else ts["topk_weights"]
+    b2 = ts["w2_bias"] if has_bias else ts["topk_weights"]
+    tiles = dict(DECODE=decode, T_PAD=max(16, _pow2(t)) if decode else 16, BLOCK_M=bm, BLOCK_N=bn,
+                 BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"], G=p.group_size,
+                 DEQ=_DEQ[cfg["DEQ"]], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    ids, inter, dst = ts["topk_ids"], ts["inter"], ts["dst"]
+    route = (ids, ts["sorted"], ts["bexp"])
+    out: list[tuple[Launch, tuple]] = []
+    if not decode:
+        chunk = min(1024, max(16, _pow2(t)))
+        align = (ids, ts["sorted"], ts["bexp"], ts["cursor"], t, p.E, num_m)
+        out.append((Launch(_moe_align, align, dict(BLOCK_M=bm, E_PAD=_pow2(p.E), CHUNK=chunk, num_warps=4)), (1,)))
+    w13, s13, w2, s2 = ts["w13"], ts["w13_scale"], ts["w2"], ts["w2_scale"]
+    g1 = (ts["x"], w13, s13, b13, inter, *route, t, p.K, p.I, p.E, p.top_k, num_m,
+          float("inf") if limit is None else limit, p.K, w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1),
+          b13.stride(0) if has_bias else 0, inter.stride(0))
+    bk = cfg["BLOCK_K"]
+    kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=has_bias, **tiles,
+               EVEN_K=p.K % bk == 0)
+    out.append((Launch(_moe_gemm1, g1, kw1), (num_m * triton.cdiv(p.I, bn // 2),)))
+    g2 = (inter, w2, s2, b2, dst, ts["topk_weights"], *route, t, p.K, p.I, p.E, p.top_k, num_m,
+          inter.stride(0), w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1),
+          b2.stride(0) if has_bias else 0, dst.stride(0))
+    kw2 = dict(HAS_BIAS=has_bias, PER_TOKEN=per_token, ATOMIC=per_token or split_k > 1, SPLIT_K=split_k, **tiles,
+               EVEN_K=p.I % bk == 0)
+    out.append((Launch(_moe_gemm2, g2, kw2), (num_m * triton.cdiv(p.K, bn) * split_k,)))
+    block = min(_REDUCE_BLOCK, _pow2(p.K))
+    red = (dst, ids, ts["out"], p.K, p.E, p.top_k, float(scale), dst.stride(0), ts["out"].stride(0))
+    out.append((Launch(_moe_reduce, red, dict(PER_SLOT=not per_token, BLOCK=block, num_warps=4)),
+                (p.M, triton.cdiv(p.K, block))))
+    return out
+
+
+def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
+              w2_scale: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, *,
+              activation: str = "swiglu", layout: str = "gate_up", swiglu_limit: float | None = None,
+              w13_bias: torch.Tensor | None = None, w2_bias: torch.Tensor | None = None,
+              routed_scaling_factor: float = 1.0, group_size: int = 32,
+              config: Config | None = None) -> torch.Tensor:
+    """Routed-expert MoE with MXFP4 weights: ``x [M, K]`` bf16 -> ``[M, K]`` bf16 (see the module doc).
+
+    ``w13 [E, 2I, K/2]`` / ``w13_scale [E, 2I, K/group_size]`` and ``w2 [E, K, I/2]`` /
+    ``w2_scale [E, K, I/group_size]`` are uint8 MXFP4; ``config=None`` asks the runtime loader.
+    """
+    fields, limit = check_inputs(x, w13, w13_scale, w2, w2_scale, topk_ids, topk_weights, activation, layout,
+                                 swiglu_limit, w13_bias, w2_bias, routed_scaling_factor, group_size)
+    problem = MoEProblem(**fields)
+    if config is None:
+        from aotune.kernels.runtime import resolve_config
+        config = resolve_config(KERNEL, problem, x.device)
+        if SPACE.check(config, problem):  # a neighbour's tuned config may not apply (e.g. decode path)
+            config = SPACE.default
+    reason = SPACE.check(config, problem)
+    if reason:
+        raise ValueError(f"config: {reason}")
+    if not x.is_cuda and config["DEQ"] in ("group_asm", "dot_scaled"):
+        raise ValueError(f"config: DEQ {config['DEQ']!r} needs a CUDA GPU (not the CPU interpreter)")
+    if problem.M == 0:
+        return torch.empty_like(x)
+    ts = dict(x=x, w13=w13, w13_scale=w13_scale, w2=w2, w2_scale=w2_scale, topk_ids=topk_ids,
+              topk_weights=topk_weights, w13_bias=w13_bias, w2_bias=w2_bias)
+    ts.update(_workspace(problem, config, x.device, topk_ids))
+    for launch, grid in _plan(ts, problem, limit, routed_scaling_factor, config):
+        launch.fn[grid](*launch.args, **launch.kwargs)
+    return ts["out"]
+
+
+def _activation(h: torch.Tensor, activation: str, layout: str, limit: float | None) -> torch.Tensor:
+    half = h.shape[-1] // 2
+    if layout == "interleaved":
+        g, u = h[:, 0::2], h[:, 1::2]
+    elif layout == "gate_up":
+        g, u = h[:, :half], h[:, half:]
+    else:
+        g, u = h[:, half:], h[:, :half]
+    if limit is not None:
+        g, u = g.clamp(max=limit), u.clamp(-limit, limit)
+    if activation == "swiglu":
+        return torch.nn.functional.silu(g) * u
+    return g * torch.sigmoid(1.702 * g) * (u + 1.0)
+
+
+def fused_moe_ref(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
+                  w2_scale: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, *,
+                  activation: str = "swiglu", layout: str = "gate_up", swiglu_limit: float | None = None,
+                  w13_bias: torch.Tensor | None = None, w2_bias: torch.Tensor | None = None,
+                  routed_scaling_factor: float = 1.0, group_size: int = 32,
+                  config: Config | None = None) -> torch.Tensor:
+    """PyTorch reference of ``fused_moe`` (KERNELS.md, one expert at a time, fp32 math); ``config`` is ignored."""
+    fields, limit = check_inputs(x, w13, w13_scale, w2, w2_scale, topk_ids, topk_weights, activation, layout,
+                                 swiglu_limit, w13_bias, w2_bias, routed_scaling_factor, group_size)
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    ids = topk_ids.long()
+    for e in torch.unique(ids[ids >= 0]).tolist():
+        tok, slot = (ids == e).nonzero(as_tuple=True)
+        h = (x[tok].float() @ dequantize_mxfp4(w13[e], w13_scale[e], group_size).T).to(torch.bfloat16).float()
+        if w13_bias is not None:
+            h = h + w13_bias[e]
+        a = _activation(h, activation, fields["layout"], limit).to(torch.bfloat16).float()
+        y = a @ dequantize_mxfp4(w2[e], w2_scale[e], group_size).T
+        if w2_bias is not None:
+            y = y + w2_bias[e]
+        out.index_add_(0, tok, y * topk_weights[tok, slot, None])
+    return (out * routed_scaling_factor).to(torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class MoEProblem(Problem):
+    """Problem key: tokens M, hidden K, per-rank intermediate I, per-rank experts E, top_k, format, math."""
+
+    M: int
+    K: int
+    I: int  # noqa: E741 - the name the model configs use
+    E: int
+    top_k: int
+    group_size: int = 32
+    activation: str = "swiglu"
+    layout: str = "gate_up"
+    has_bias: bool = False
+
+
+def _slots(p: MoEProblem) -> int:
+    return p.M * p.top_k
+
+
+def _block_k_fits(config: Config, p: MoEProblem) -> str | None:
+    if config["BLOCK_K"] % p.group_size:
+        return f"BLOCK_K {config['BLOCK_K']} is not a multiple of group_size {p.group_size}"
+    if config["BLOCK_K"] > max(64, _pow2(min(p.K, p.I))):
+        return f"BLOCK_K {config['BLOCK_K']} exceeds min(K, I) rounded up to a power of two"
+    if config["DEQ"] == "dot_scaled" and p.group_size != 32:
+        return "DEQ dot_scaled needs group_size 32 (MX scale blocks)"
+    if config["DEQ"] in ("group", "group_asm") and p.group_size < 32:
+        return "DEQ group needs group_size >= 32 (one tl.dot of K >= 16 per nibble half)"
+    return None
+
+
+def _tiles_fit(config: Config, p: MoEProblem) -> str | None:
+    if config["BLOCK_M"] > max(16, _pow2(p.M)):
+        return f"BLOCK_M {config['BLOCK_M']} exceeds the rows any expert can get (M={p.M})"
+    if config["BLOCK_N"] > max(32, _pow2(max(2 * p.I, p.K))):
+        return f"BLOCK_N {config['BLOCK_N']} exceeds the weight rows"
+    if config["SPLIT_K"] > 1 and triton.cdiv(p.I, config["SPLIT_K"]) < config["BLOCK_K"]:
+        return f"SPLIT_K {config['SPLIT_K']} leaves less than BLOCK_K of I={p.I} per split"
+    return None
+
+
+def _path_fits(config: Config, p: MoEProblem) -> str | None:
+    if config["PATH"] != "decode":
+        return None
+    if _slots(p) > _DECODE_MAX_SLOTS or max(16, _pow2(_slots(p))) * config["BLOCK_M"] > 16384:
+        return f"decode path: M*top_k={_slots(p)} too large for BLOCK_M {config['BLOCK_M']}"
+    if config["GROUP_M"] != 1:
+        return "decode path: GROUP_M has no effect, only 1 is kept"
+    return None
+
+
+_SGLANG_DECODE = [(64, 64, 4), (32, 64, 4), (64, 128, 4), (128, 64, 8)]
+_SGLANG_PREFILL = [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 3), (256, 64, 8, 2)]
+_BASE = dict(GROUP_M=1, SPLIT_K=1, DEQ="arith")
+# SGLang SM120 hand-picked configs (KERNELS.md), mapped onto this space: their per-slot decode GEMV
+# (BN weight rows, BK, warps, 2 stages) -> PATH decode with the smallest M tile (16); their grouped
+# prefill GEMM (BLOCK_M 64) -> PATH prefill. Their BN is the weight rows per program, as ours.
+# GROUP_M 1, no split-K, in-register dequant ("arith"), as theirs.
+SGLANG_SM120 = [
+    dict(PATH="decode", BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=2, **_BASE)
+    for bn, bk, w in _SGLANG_DECODE
+] + [
+    dict(PATH="prefill", BLOCK_M=64, BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=s, **_BASE)
+    for bn, bk, w, s in _SGLANG_PREFILL
+]
+
+SPACE = ConfigSpace(
+    params={
+        "PATH": Choice("decode", "prefill"), "BLOCK_M": Choice(16, 32, 64, 128),
+        "BLOCK_N": Choice(32, 64, 128, 256), "BLOCK_K": Choice(64, 128, 256), "GROUP_M": Choice(1, 8),
+        "SPLIT_K": Choice(1, 2, 4), "DEQ": Choice("arith", "group", "group_asm", "dot_scaled"),
+        "num_warps": Choice(2, 4, 8), "num_stages": Choice(1, 2, 3, 4),
+    },
+    # Valid for every problem and runs under the interpreter; the best swept config of the H100 bench at
+    # DeepSeek-V4-Flash TP 1, M = 32 (tests/bench/results_mxfp4_moe.md); not measured as a default elsewhere.
+    default=dict(PATH="prefill", BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, SPLIT_K=1, DEQ="arith",
+                 num_warps=4, num_stages=4),
+    constraints=(_block_k_fits, _tiles_fit, _path_fits),
+    baselines={"sglang_sm120": SGLANG_SM120},
+)
+
+
+def _problem_kwargs(p: MoEProblem) -> dict[str, Any]:
+    """The non-tensor arguments ``make_inputs`` uses: DeepSeek-V4-Flash's limit 10 and scaling 1.5 for
+    "swiglu", gpt-oss's defaults for "swiglu_oai"."""
+    swiglu = p.activation == "swiglu"
+    return dict(activation=p.activation, layout=p.layout, swiglu_limit=10.0 if swiglu else None,
+                routed_scaling_factor=1.5 if swiglu else 1.0, group_size=p.group_size)
+
+
+def random_routing(m: int, e: int, top_k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniformly random distinct experts per token (int32) and positive fp32 weights summing to 1."""
+    ids = torch.rand(m, e, generator=gen).argsort(dim=1)[:, :top_k].to(torch.int32)
+    weights = torch.rand(m, top_k, generator=gen) + 0.1
+    return ids.contiguous(), (weights / weights.sum(dim=1, keepdim=True)).contiguous()
+
+
+def make_inputs(problem: MoEProblem, seed: int, device: str) -> Inputs:
+    """Seeded random inputs: x ~ N(0, 1), uniformly random E2M1 codes, scale bytes in [116, 124]
+    (weights of realistic magnitude), random routing; fp32 biases ~ N(0, 0.1) when ``has_bias``."""
+    p, g = problem, torch.Generator(device="cpu").manual_seed(seed)
+    u8 = dict(dtype=torch.uint8, generator=g)
+    ids, weights = random_routing(p.M, p.E, p.top_k, g)
+    inputs: Inputs = dict(
+        x=torch.randn(p.M, p.K, generator=g).to(torch.bfloat16),
+        w13=torch.randint(0, 256, (p.E, 2 * p.I, p.K // 2), **u8),
+        w13_scale=torch.randint(116, 125, (p.E, 2 * p.I, p.K // p.group_size), **u8),
+        w2=torch.randint(0, 256, (p.E, p.K, p.I // 2), **u8),
+        w2_scale=torch.randint(116, 125, (p.E, p.K, p.I // p.group_size), **u8),
+        topk_ids=ids, topk_weights=weights,
+    )
+    if p.has_bias:
+        inputs["w13_bias"] = torch.randn(p.E, 2 * p.I, generator=g) * 0.1
+        inputs["w2_bias"] = torch.randn(p.E, p.K, generator=g) * 0.1
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs.update(_problem_kwargs(p))
+    return inputs
+
+
+def expected_active_experts(p: MoEProblem) -> float:
+    """Expected number of distinct experts hit by M tokens under uniformly random top-k routing."""
+    return p.E * (1.0 - (1.0 - p.top_k / p.E) ** p.M)
+
+
+def expert_weight_bytes(p: MoEProblem) -> int:
+    """Bytes of one expert's weights, scales and biases."""
+    w13 = 2 * p.I * (p.K // 2 + p.K // p.group_size)
+    w2 = p.K * (p.I // 2 + p.I // p.group_size)
+    return w13 + w2 + (4 * (2 * p.I + p.K) if p.has_bias else 0)
+
+
+def cost(problem: MoEProblem) -> Cost:
+    """Bytes: the active experts' weights (expected under random routing) + x + out; FLOPs: both GEMMs."""
+    p = problem
+    weights = int(expected_active_experts(p) * expert_weight_bytes(p))
+    return Cost(bytes=weights + 4 * p.M * p.K + 8 * p.M * p.top_k, flops=6 * p.M * p.top_k * p.I * p.K)
+
+
+def launches(problem: MoEProblem, config: Config) -> list[Launch]:
+    """The exact launches ``fused_moe`` does for ``problem`` and ``config``, on meta tensors."""
+    p, meta, g = problem, torch.device("meta"), problem.group_size
+    u8 = dict(dtype=torch.uint8, device=meta)
+    f32 = dict(dtype=torch.float32, device=meta)
+    ts: Tensors = dict(
+        x=torch.empty(p.M, p.K, dtype=torch.bfloat16, device=meta),
+        w13=torch.empty(p.E, 2 * p.I, p.K // 2, **u8), w13_scale=torch.empty(p.E, 2 * p.I, p.K // g, **u8),
+        w2=torch.empty(p.E, p.K, p.I // 2, **u8), w2_scale=torch.empty(p.E, p.K, p.I // g, **u8),
+        topk_ids=torch.empty(p.M, p.top_k, dtype=torch.int32, device=meta),
+        topk_weights=torch.empty(p.M, p.top_k, **f32),
+    )
+    if p.has_bias:
+        ts.update(w13_bias=torch.empty(p.E, 2 * p.I, **f32), w2_bias=torch.empty(p.E, p.K, **f32))
+    ts.update(_workspace(p, config, meta, ts["topk_ids"]))
+    return [launch for launch, _ in _plan(ts, p, 7.0, 1.0, config)]
+
+
+def _run(inputs: Inputs, config: Config) -> Any:
+    return fused_moe(**inputs, config=config)
+
+
+def _reference(inputs: Inputs) -> Any:
+    return fused_moe_ref(**inputs)
+
+
+KERNEL = Kernel(
+    name="mxfp4_moe",
+    problem_type=MoEProblem,
+    space=SPACE,
+    make_inputs=make_inputs,
+    run=_run,
+    reference=_reference,
+    launches=launches,
+    cost=cost,
+    tolerance=1e-2,
+    source_modules=(__name__, "aotune.kernels._moe_kernels", "aotune.kernels._moe_checks",
+                    "aotune.kernels.formats.mxfp4"),
+    timing="graph",
+)

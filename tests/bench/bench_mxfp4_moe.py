@@ -1,0 +1,239 @@
+"""Benchmark of the MXFP4 MoE on one GPU (a plain script, not collected by pytest).
+
+For DeepSeek-V4-Flash TP 1 and TP 8 and gpt-oss-120b TP 1 at M = 1, 8, 32, 128, 1024, 4096 it
+reports: the best time over a sweep of the config space (the "tuned" figure until the tuner runs),
+the best of the SGLang SM120 hand-picked configs, the torch reference (eager), and the achieved
+bandwidth of the active experts' weight bytes (weights + scales + biases of the distinct experts the
+routing hits) as a fraction of the measured device-to-device copy bandwidth.
+
+Method: random routing (distinct uniformly random experts per token); each call uses its own weight
+set and routing, rotated so that the active weights are not in L2 (>= 256 MB between two uses of a
+set); the calls are captured in one CUDA graph, the replay is timed with CUDA events, median of
+``--reps`` replays, divided by the number of calls. Every candidate is first compiled ahead of time in
+16 processes (Triton's cache is then hit by the JIT). Usage:
+``python3 tests/bench/bench_mxfp4_moe.py [--reps 15] [--budget-s 300] [--json out.json]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+
+from aotune.kernels import rel_error
+from aotune.kernels.mxfp4_moe import SPACE, MoEProblem, expert_weight_bytes, fused_moe, fused_moe_ref
+
+MODELS = {
+    "dsv4-flash-tp1": dict(K=4096, I=2048, E=256, top_k=6),
+    "dsv4-flash-tp8": dict(K=4096, I=256, E=256, top_k=6),
+    "gpt-oss-120b-tp1": dict(K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
+                             has_bias=True),
+}
+TOKENS = (1, 8, 32, 128, 1024, 4096)
+_BASE = dict(GROUP_M=1, SPLIT_K=1)
+_DECODE_TILES = [(32, 256, 4), (64, 128, 4), (128, 128, 8), (64, 128, 8)]
+_PREFILL_TILES = [(64, 128, 4, 3), (128, 128, 8, 3), (256, 64, 8, 3), (128, 64, 4, 4)]
+
+
+def _events_ms(fn: Callable[[], Any], reps: int) -> list[float]:
+    out = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end))
+    return out
+
+
+def copy_bandwidth() -> float:
+    """Bytes read + written per second of a 1 GiB device-to-device copy."""
+    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    b.copy_(a)
+    return 2 * a.numel() / (statistics.median(_events_ms(lambda: b.copy_(a), 20)) * 1e-3)
+
+
+def matmul_tflops() -> float:
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    a @ b
+    return 2 * 8192 ** 3 / (statistics.median(_events_ms(lambda: a @ b, 20)) * 1e-3) / 1e12
+
+
+def _sets(p: MoEProblem, n: int, seed: int) -> list[dict[str, Any]]:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    u8 = dict(dtype=torch.uint8, device="cuda", generator=gen)
+    sets = []
+    for _ in range(n):
+        ids = torch.rand(p.M, p.E, device="cuda", generator=gen).argsort(dim=1)[:, :p.top_k].to(torch.int32)
+        tw = torch.rand(p.M, p.top_k, device="cuda", generator=gen) + 0.1
+        s = dict(x=torch.randn(p.M, p.K, device="cuda", generator=gen).to(torch.bfloat16),
+                 w13=torch.randint(0, 256, (p.E, 2 * p.I, p.K // 2), **u8),
+                 w13_scale=torch.randint(116, 125, (p.E, 2 * p.I, p.K // 32), **u8),
+                 w2=torch.randint(0, 256, (p.E, p.K, p.I // 2), **u8),
+                 w2_scale=torch.randint(116, 125, (p.E, p.K, p.I // 32), **u8),
+                 topk_ids=ids.contiguous(), topk_weights=(tw / tw.sum(1, keepdim=True)).contiguous(),
+                 activation=p.activation, layout=p.layout,
+                 routed_scaling_factor=1.5 if p.activation == "swiglu" else 1.0,
+                 swiglu_limit=10.0 if p.activation == "swiglu" else None)
+        if p.has_bias:
+            s["w13_bias"] = torch.randn(p.E, 2 * p.I, device="cuda", generator=gen) * 0.1
+            s["w2_bias"] = torch.randn(p.E, p.K, device="cuda", generator=gen) * 0.1
+        sets.append(s)
+    return sets
+
+
+def sweep(p: MoEProblem) -> list[dict[str, Any]]:
+    """The configs tried for one problem: a decode sweep (M <= 128), a prefill sweep (M >= 32), SGLang's set."""
+    out: list[dict[str, Any]] = []
+    deqs = ("arith", "group_asm", "dot_scaled")
+    if p.M <= 128:
+        for deq in deqs:
+            for bn, bk, warps in _DECODE_TILES:
+                out.append(dict(PATH="decode", BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk, DEQ=deq, num_warps=warps,
+                                num_stages=3, **_BASE))
+        for stages in (2, 4):
+            out.append(dict(PATH="decode", BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, DEQ="group_asm", num_warps=4,
+                            num_stages=stages, **_BASE))
+        out.append(dict(PATH="decode", BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, DEQ="group_asm", num_warps=4,
+                        num_stages=3, GROUP_M=1, SPLIT_K=2))
+    if p.M >= 32:
+        for bm in (16, 32, 64, 128):
+            if min(64, p.M // 4) <= bm <= max(32, p.M // 2):
+                for bn, bk, warps, stages in _PREFILL_TILES:
+                    for deq in deqs:
+                        out.append(dict(PATH="prefill", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DEQ=deq,
+                                        num_warps=warps, num_stages=stages, GROUP_M=8, SPLIT_K=1))
+    sglang = [dict(c, _sglang=True) for c in SPACE.baseline("sglang_sm120")]
+    return [c for c in sglang + out if SPACE.check(_plain(c), p) is None]
+
+
+def _plain(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _compile(job: tuple[dict[str, Any], dict[str, Any]]) -> str:
+    from aotune.tuner.feasibility import compile_candidate
+
+    problem, config = job
+    result = compile_candidate("mxfp4_moe", problem, config, "sm_90")
+    return result.status if result.fits else f"{result.status}: {result.reason}"
+
+
+def precompile(jobs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    import multiprocessing
+
+    with ProcessPoolExecutor(16, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_compile, jobs, chunksize=4))
+
+
+def time_config(sets: list[dict[str, Any]], config: dict[str, Any], reps: int) -> float:
+    """Microseconds per call: all sets' calls in one CUDA graph, median of ``reps`` replays."""
+    for s in sets:
+        fused_moe(**s, config=config)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for s in sets:
+            fused_moe(**s, config=config)
+    graph.replay()
+    ms = statistics.median(_events_ms(graph.replay, reps))
+    del graph
+    return ms * 1e3 / len(sets)
+
+
+def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_bw: float, reps: int,
+                  deadline: float) -> dict[str, Any]:
+    per_set = p.E * expert_weight_bytes(p)
+    active_one = min(p.E, p.M * p.top_k) * expert_weight_bytes(p)
+    n_sets = max(2, min(16, math.ceil(256e6 / active_one), int(20e9 // per_set)))
+    sets = _sets(p, n_sets, seed=p.M)
+    active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
+    results = []
+    for config in configs:
+        if time.time() > deadline:
+            break
+        try:
+            us = time_config(sets, _plain(config), reps)
+        except Exception as exc:  # noqa: BLE001 - a failing candidate is reported, not fatal
+            print(f"  FAIL {config}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+            continue
+        results.append((us, config))
+    ref_ms = statistics.median(_events_ms(lambda: fused_moe_ref(**sets[0]), 3))
+    row: dict[str, Any] = dict(model=name, M=p.M, n_sets=n_sets, active_mb=active / 1e6, ref_us=ref_ms * 1e3,
+                               tried=len(results))
+    if results:
+        best_us, best = min(results, key=lambda r: r[0])
+        sg = [r for r in results if r[1].get("_sglang")]
+        row.update(best_us=best_us, best=_plain(best), frac=active / (best_us * 1e-6) / copy_bw)
+        if sg:
+            sg_us, sg_cfg = min(sg, key=lambda r: r[0])
+            row.update(sglang_us=sg_us, sglang=_plain(sg_cfg))
+        out = fused_moe(**sets[0], config=_plain(best))
+        row["rel_err"] = rel_error(out, fused_moe_ref(**sets[0]))
+    del sets
+    torch.cuda.empty_cache()
+    return row
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The results as a markdown table (times in microseconds, BW frac of the measured copy bandwidth)."""
+    print("\n| model | M | tuned (us) | best SGLang (us) | gap | torch ref (us) | active MB | BW frac | rel err "
+          "| tuned config |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    nan = float("nan")
+    for r in rows:
+        gap = f"{r['sglang_us'] / r['best_us']:.2f}x" if "sglang_us" in r else "n/a"
+        print(f"| {r['model']} | {r['M']} | {r.get('best_us', nan):.1f} | {r.get('sglang_us', nan):.1f} | {gap}"
+              f" | {r['ref_us']:.0f} | {r['active_mb']:.1f} | {r.get('frac', nan):.2f}"
+              f" | {r.get('rel_err', nan):.1e} | {r.get('best')} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--budget-s", type=float, default=300.0)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    start = time.time()
+    problems = [(n, MoEProblem(M=m, **f)) for n, f in MODELS.items() for m in TOKENS]
+    plans = {(n, p.M): sweep(p) for n, p in problems}
+    jobs = [(p.to_dict(), _plain(c)) for n, p in problems for c in plans[(n, p.M)]]
+    try:
+        statuses = precompile(jobs)
+    except Exception as exc:  # noqa: BLE001 - the JIT compiles instead, slower
+        print(f"# precompile failed ({type(exc).__name__}: {exc}); the JIT compiles", flush=True)
+        statuses = ["ok"] * len(jobs)
+    bad = {(json.dumps(j[0], sort_keys=True), json.dumps(j[1], sort_keys=True)): s
+           for j, s in zip(jobs, statuses) if s != "ok"}
+    print(f"# {torch.cuda.get_device_name()}  precompiled {len(jobs)} candidates in {time.time() - start:.0f} s, "
+          f"{len(bad)} dropped", flush=True)
+    for (pj, cj), status in list(bad.items())[:20]:
+        print(f"  dropped {cj} at {pj}: {status[:160]}")
+    copy_bw, tflops = copy_bandwidth(), matmul_tflops()
+    print(f"# copy bandwidth {copy_bw / 1e9:.0f} GB/s (read+write), bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
+    deadline = start + args.budget_s
+    rows = []
+    for n, p in problems:
+        configs = [c for c in plans[(n, p.M)]
+                   if (json.dumps(p.to_dict(), sort_keys=True), json.dumps(_plain(c), sort_keys=True)) not in bad]
+        remaining = len(problems) - len(rows)
+        row = bench_problem(n, p, configs, copy_bw, args.reps, time.time() + (deadline - time.time()) / remaining)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(dict(copy_bw=copy_bw, tflops=tflops, rows=rows), handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

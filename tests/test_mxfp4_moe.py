@@ -1,0 +1,229 @@
+"""MXFP4 MoE: the reference against a per-token loop of KERNELS.md, the Triton kernel against the
+reference (both paths, both activations, layouts, biases, negative ids, split-K, tails), validation,
+the config space and its SGLang baselines, AOT feasibility on sm_120; GPU tests at real shapes."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from aotune.kernels import get_kernel, rel_error
+from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
+from aotune.kernels.mxfp4_moe import (
+    KERNEL, SPACE, MoEProblem, fused_moe, fused_moe_ref, launches, make_inputs,
+)
+
+DEVICE = os.environ.get("AOTUNE_TEST_DEVICE", "cpu")
+CFG = dict(PATH="decode", BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=1, SPLIT_K=1, DEQ="arith",
+           num_warps=4, num_stages=2)
+
+
+def _loop_reference(inputs: dict) -> torch.Tensor:
+    """KERNELS.md section 1 literally: per token, per slot, fp64 except the two bf16 roundings."""
+    x, ids, tw = inputs["x"], inputs["topk_ids"], inputs["topk_weights"]
+    g_size, act, limit = inputs["group_size"], inputs["activation"], inputs["swiglu_limit"]
+    if act == "swiglu_oai" and limit is None:
+        limit = 7.0
+    out = torch.zeros(x.shape, dtype=torch.float64)
+    for m in range(x.shape[0]):
+        for j in range(ids.shape[1]):
+            e = int(ids[m, j])
+            if e < 0:
+                continue
+            w13 = dequantize_mxfp4(inputs["w13"][e], inputs["w13_scale"][e], g_size).double()
+            h = (x[m].double() @ w13.T).to(torch.bfloat16).double()
+            if inputs.get("w13_bias") is not None:
+                h = h + inputs["w13_bias"][e].double()
+            half = h.shape[0] // 2
+            if act == "swiglu_oai" or inputs["layout"] == "interleaved":
+                g, u = h[0::2], h[1::2]
+            elif inputs["layout"] == "gate_up":
+                g, u = h[:half], h[half:]
+            else:
+                g, u = h[half:], h[:half]
+            if limit is not None:
+                g, u = g.clamp(max=limit), u.clamp(-limit, limit)
+            a = g * torch.sigmoid(g) * u if act == "swiglu" else g * torch.sigmoid(1.702 * g) * (u + 1)
+            w2 = dequantize_mxfp4(inputs["w2"][e], inputs["w2_scale"][e], g_size).double()
+            y = a.to(torch.bfloat16).double() @ w2.T
+            if inputs.get("w2_bias") is not None:
+                y = y + inputs["w2_bias"][e].double()
+            out[m] += float(tw[m, j]) * y
+    return (out * inputs["routed_scaling_factor"]).to(torch.bfloat16)
+
+
+def _inputs(problem: MoEProblem, seed: int = 0, device: str = "cpu", negative: bool = True) -> dict:
+    inputs = make_inputs(problem, seed, device)
+    if negative and problem.M > 1:
+        inputs["topk_ids"][1, -1] = -1  # an expert on another rank
+    return inputs
+
+
+@pytest.mark.parametrize("activation,layout,bias", [
+    ("swiglu", "gate_up", False), ("swiglu", "up_gate", True), ("swiglu_oai", "interleaved", True),
+])
+def test_reference_matches_per_token_loop(activation: str, layout: str, bias: bool) -> None:
+    problem = MoEProblem(M=4, K=64, I=32, E=5, top_k=2, activation=activation, layout=layout, has_bias=bias)
+    inputs = _inputs(problem, seed=1)
+    assert rel_error(fused_moe_ref(**inputs), _loop_reference(inputs)) <= 1e-2
+
+
+CASES = [  # (problem fields, config overrides): odd M, K/I tails, both paths, split-K, group 16
+    (dict(M=5, K=160, I=96, E=6, top_k=3), dict(PATH="decode")),
+    (dict(M=5, K=160, I=96, E=6, top_k=3, layout="up_gate"), dict(PATH="prefill", GROUP_M=8)),
+    (dict(M=3, K=96, I=128, E=4, top_k=2, layout="interleaved"), dict(PATH="decode", SPLIT_K=2, BLOCK_N=64)),
+    (dict(M=7, K=160, I=96, E=5, top_k=2, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(PATH="decode")),
+    (dict(M=7, K=96, I=128, E=5, top_k=2, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(PATH="prefill", SPLIT_K=2)),
+    (dict(M=9, K=128, I=48, E=3, top_k=2, group_size=16), dict(PATH="prefill", BLOCK_M=16)),
+    (dict(M=20, K=64, I=64, E=2, top_k=2), dict(PATH="decode", BLOCK_M=16)),  # 20 rows per expert: 2 chunks
+    (dict(M=4, K=96, I=64, E=3, top_k=2, layout="up_gate"), dict(PATH="decode", DEQ="group")),
+    (dict(M=3, K=64, I=64, E=2, top_k=2, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(PATH="prefill", DEQ="group")),
+]
+
+
+@pytest.mark.parametrize("fields,overrides", CASES)
+def test_kernel_matches_reference(fields: dict, overrides: dict) -> None:
+    problem = MoEProblem(**fields)
+    inputs = _inputs(problem, seed=fields["M"])
+    out = fused_moe(**inputs, config=dict(CFG, **overrides))
+    assert rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
+
+
+def test_wide_scales_no_limit_and_inputs_untouched() -> None:
+    problem = MoEProblem(M=4, K=64, I=64, E=3, top_k=2)
+    inputs = _inputs(problem, seed=5)
+    gen = torch.Generator().manual_seed(9)
+    for name in ("w13_scale", "w2_scale"):
+        inputs[name] = torch.randint(100, 141, inputs[name].shape, generator=gen, dtype=torch.uint8)
+    inputs.update(swiglu_limit=None, routed_scaling_factor=2.5)
+    before = {k: v.clone() for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    out = fused_moe(**inputs, config=dict(CFG, PATH="prefill"))
+    assert rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
+    assert all(torch.equal(inputs[k], v) for k, v in before.items())
+
+
+def test_all_ids_negative_gives_zero_and_m_zero_is_empty() -> None:
+    problem = MoEProblem(M=2, K=64, I=32, E=3, top_k=2)
+    inputs = _inputs(problem, negative=False)
+    inputs["topk_ids"].fill_(-1)
+    assert torch.equal(fused_moe(**inputs, config=CFG), torch.zeros(2, 64, dtype=torch.bfloat16))
+    inputs.update(x=inputs["x"][:0], topk_ids=inputs["topk_ids"][:0], topk_weights=inputs["topk_weights"][:0])
+    assert fused_moe(**inputs, config=dict(CFG, PATH="prefill")).shape == (0, 64)
+
+
+@pytest.mark.parametrize("name,value,match", [
+    ("x", "float", "x:"), ("x", "noncontig", "x:"), ("w13", "short", "w13"), ("w2_scale", "short", "w2_scale"),
+    ("topk_ids", "int64", "topk_ids"), ("topk_ids", "range", "topk_ids"), ("topk_weights", "bf16", "topk_weights"),
+    ("activation", "gelu", "activation"), ("layout", "gate_down", "layout"), ("group_size", 24, "group_size"),
+    ("w13_bias", "alone", "w2_bias"), ("config", "bad", "config"), ("config", "asm_on_cpu", "config"),
+])
+def test_validation_names_the_argument(name: str, value: object, match: str) -> None:
+    inputs = _inputs(MoEProblem(M=3, K=64, I=32, E=4, top_k=2))
+    kwargs: dict = {"config": CFG}
+    edits = {
+        ("x", "float"): lambda: inputs.update(x=inputs["x"].float()),
+        ("x", "noncontig"): lambda: inputs.update(x=torch.randn(64, 3).to(torch.bfloat16).T),
+        ("w13", "short"): lambda: inputs.update(w13=inputs["w13"][:, :, :-1].contiguous()),
+        ("w2_scale", "short"): lambda: inputs.update(w2_scale=inputs["w2_scale"][:-1].contiguous()),
+        ("topk_ids", "int64"): lambda: inputs.update(topk_ids=inputs["topk_ids"].long()),
+        ("topk_ids", "range"): lambda: inputs["topk_ids"].__setitem__((0, 0), 4),
+        ("topk_weights", "bf16"): lambda: inputs.update(topk_weights=inputs["topk_weights"].bfloat16()),
+        ("w13_bias", "alone"): lambda: inputs.update(w13_bias=torch.zeros(4, 64)),
+        ("config", "bad"): lambda: kwargs.update(config=dict(CFG, PATH="decode", BLOCK_M=128)),
+        ("config", "asm_on_cpu"): lambda: kwargs.update(config=dict(CFG, DEQ="group_asm")),
+    }
+    if (name, value) in edits:
+        edits[(name, value)]()
+    else:
+        inputs[name] = value
+    with pytest.raises(ValueError, match=match):
+        fused_moe(**inputs, **kwargs)
+    if name != "config":
+        with pytest.raises(ValueError, match=match):
+            fused_moe_ref(**inputs)
+
+
+def test_space_baselines_and_default() -> None:
+    sglang = SPACE.baseline("sglang_sm120")
+    assert len(sglang) == 8 and all(set(c) == set(SPACE.params) for c in sglang)
+    assert {c["PATH"] for c in sglang} == {"decode", "prefill"}
+    for fields in (dict(M=1, K=4096, I=256, E=256, top_k=6), dict(M=4096, K=2880, I=2880, E=128, top_k=4)):
+        assert SPACE.check(SPACE.default, MoEProblem(**fields)) is None
+    big = MoEProblem(M=4096, K=4096, I=256, E=256, top_k=6)
+    assert "decode" in SPACE.check(dict(SPACE.default, PATH="decode"), big)
+    assert get_kernel("mxfp4_moe") is KERNEL and KERNEL.cost(big).flops == 6 * 4096 * 6 * 256 * 4096
+
+
+def test_launches_on_meta_tensors() -> None:
+    problem = MoEProblem(M=33, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
+                         has_bias=True)
+    prefill = launches(problem, dict(CFG, PATH="prefill", BLOCK_M=64))
+    decode = launches(problem, CFG)
+    assert [launch.fn.__name__ for launch in prefill] == ["_moe_align", "_moe_gemm1", "_moe_gemm2", "_moe_reduce"]
+    assert [launch.fn.__name__ for launch in decode] == ["_moe_gemm1", "_moe_gemm2", "_moe_reduce"]
+
+
+def test_kernel_interface_runs_against_reference() -> None:
+    problem = KERNEL.problem(dict(M=3, K=64, I=32, E=4, top_k=2, activation="swiglu_oai",
+                                  layout="interleaved", has_bias=True))
+    inputs = KERNEL.make_inputs(problem, 3, "cpu")
+    assert KERNEL.compare(KERNEL.run(inputs, CFG), KERNEL.reference(inputs)) <= KERNEL.tolerance
+
+
+def test_sm120_feasibility_drops_what_does_not_fit() -> None:
+    pytest.importorskip("triton.backends.nvidia")
+    from aotune.tuner.feasibility import compile_candidate
+
+    problem = dict(M=4096, K=4096, I=256, E=256, top_k=6)
+    big = dict(CFG, PATH="prefill", BLOCK_M=128, BLOCK_N=256, BLOCK_K=256, num_warps=8, num_stages=4)
+    small = dict(CFG, PATH="prefill", BLOCK_M=64, BLOCK_N=64, BLOCK_K=64, num_stages=2)
+    assert compile_candidate("mxfp4_moe", problem, big, "sm_120").status == "out_of_resources"
+    fits = compile_candidate("mxfp4_moe", problem, small, "sm_120")
+    assert fits.status == "ok" and 0 < fits.shared_bytes <= 101376
+
+
+GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and both dequant modes
+    (dict(M=1, K=4096, I=256, E=256, top_k=6), dict(PATH="decode", BLOCK_N=64, BLOCK_K=128)),
+    (dict(M=8, K=4096, I=256, E=256, top_k=6), dict(PATH="decode", BLOCK_N=64, BLOCK_K=256, DEQ="group")),
+    (dict(M=5, K=4096, I=256, E=256, top_k=6), dict(PATH="decode", BLOCK_N=64, BLOCK_K=128, DEQ="group_asm")),
+    (dict(M=32, K=4096, I=256, E=256, top_k=6), dict(PATH="decode", BLOCK_N=64, BLOCK_K=128, DEQ="dot_scaled")),
+    (dict(M=333, K=4096, I=256, E=256, top_k=6), dict(PATH="prefill", BLOCK_M=64, BLOCK_N=128, BLOCK_K=128,
+                                                       GROUP_M=8, num_warps=8)),
+    (dict(M=1024, K=4096, I=256, E=256, top_k=6), dict(PATH="prefill", BLOCK_M=64, BLOCK_N=128, BLOCK_K=128,
+                                                        DEQ="group", num_warps=8)),
+    (dict(M=8, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(PATH="decode", BLOCK_N=64, BLOCK_K=128, SPLIT_K=2, DEQ="group")),
+    (dict(M=3, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(PATH="decode", BLOCK_N=128, BLOCK_K=128, DEQ="dot_scaled", num_warps=8)),
+    (dict(M=77, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(PATH="prefill", BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, DEQ="group_asm", num_warps=8)),
+    (dict(M=517, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(PATH="prefill", BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, DEQ="dot_scaled", num_warps=8)),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fields,overrides", GPU_CASES)
+def test_gpu_real_shapes(fields: dict, overrides: dict) -> None:
+    problem = MoEProblem(**fields)
+    inputs = _inputs(problem, seed=fields["M"], device="cuda")
+    out = fused_moe(**inputs, config=dict(CFG, **overrides))
+    assert rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph_replay_follows_new_routing() -> None:
+    problem = MoEProblem(M=8, K=4096, I=256, E=256, top_k=6)
+    inputs = _inputs(problem, device="cuda")
+    config = dict(CFG, BLOCK_N=64, BLOCK_K=128)
+    fused_moe(**inputs, config=config)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fused_moe(**inputs, config=config)
+    inputs["topk_ids"].copy_(make_inputs(problem, 7, "cuda")["topk_ids"])
+    graph.replay()
+    assert rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
