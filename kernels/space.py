@@ -6,6 +6,7 @@ cannot be meaningful for a problem ("invalid", not a failure) and say why.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -112,6 +113,21 @@ class ConfigSpace:
                 seen.add(key)
                 out.append(Candidate(config, self.check(config, problem)))
         return out
+
+    def restricted(self, allowed: Mapping[str, Sequence[Any]]) -> ConfigSpace:
+        """The same space with only the ``allowed`` values of some parameters (the default is kept as is).
+
+        A name that is not a parameter, or values that leave a parameter empty, raise ValueError.
+        """
+        params: dict[str, Param] = dict(self.params)
+        for name, values in allowed.items():
+            if name not in params:
+                raise ValueError(f"restrict: {name!r} is not a parameter; parameters: {list(params)}")
+            kept = [v for v in params[name].values() if v in set(values)]
+            if not kept:
+                raise ValueError(f"restrict: no value of {name!r} left from {list(values)}")
+            params[name] = Choice(*kept)
+        return dataclasses.replace(self, params=params)
 
     def baseline(self, name: str) -> Sequence[Config]:
         """A named baseline set (e.g. the upstream hand-picked configs); KeyError names the choices."""

@@ -18,9 +18,11 @@ def test_smoke_grid_plans_two_problems_with_default() -> None:
     problems = plan(load_grid("smoke"))
     assert [p.problem.key for p in problems] == ["M=48,N=64,K=96", "M=80,N=64,K=96"]
     for p in problems:
-        keys = {config_key(c.config) for c in p.candidates}
+        candidates = p.candidates()
+        keys = {config_key(c.config) for c in candidates}
         assert config_key(p.kernel.space.default) in keys
-        assert all(c.config["BLOCK_K"] == 32 for c in p.candidates if c.config != p.kernel.space.default)
+        assert all(c.config["BLOCK_K"] == 32 for c in candidates if c.config != p.kernel.space.default)
+        assert len(candidates) == 3 * 2  # BLOCK_M x BLOCK_N (the default is one of them)
 
 
 @pytest.mark.parametrize("text,needle", [

@@ -84,12 +84,12 @@ class _ProblemRun:
         self.planned, self.device = planned, device
         kernel, problem = planned.kernel, planned.problem
         self.ident = (kernel.name, kernel.version, device, problem.key, problem.to_dict())
-        self.configs = {config_key(c.config): c for c in planned.candidates}
+        self.configs = {config_key(c.config): c for c in planned.candidates()}
         self.default_key = config_key(kernel.space.default)
         self.results: dict[tuple[str, str], Known] = {}
         self.measured: dict[tuple[str, str], Measured] = {}
         self.compiled: dict[str, Any] = {}
-        self.compiling: set[str] = set()
+        self.compiling: dict[str, list[Request]] = {}  # config key -> requests waiting for its compilation
         self.queue: deque[Request] = deque()
         self.in_flight = 0
         self.crashes: Counter = Counter()
@@ -112,8 +112,9 @@ class _ProblemRun:
     def failed_for_good(self, key: str) -> bool:
         return key in self.failed
 
-    def ready(self) -> list[str]:
-        return [k for k in self.configs if k in self.compiled and self.compiled[k].fits and not self.failed_for_good(k)]
+    def candidates(self) -> list[str]:
+        """Configs a strategy may still ask for: valid, and not known to fail (compiled lazily on request)."""
+        return [k for k, c in self.configs.items() if c.invalid_reason is None and k not in self.failed]
 
 
 class Driver:
@@ -141,7 +142,7 @@ class Driver:
                 self._activate(device, pending[device], active[device], progress[device.key])
             self._collect_compiles()
             for device in classes:
-                self._advance(active[device], progress[device.key])
+                self._advance(active[device], progress[device.key], active[device])
             self._hand_out(active)
             for completion in self.pool.poll(timeout_s=0.02):
                 self._record(completion, progress)
@@ -165,13 +166,23 @@ class Driver:
                 if candidate.invalid_reason and (key, "final") not in run.results:
                     self._commit(run, key, "final", TrialOutcome("invalid", message=candidate.invalid_reason),
                                  None, progress)
-                elif not run.failed_for_good(key):
-                    ref = submit_cpu(compile_for_trial, (planned.kernel.name, planned.problem.to_dict(),
-                                                         candidate.config, compile_target(device),
-                                                         device.vendor != "cpu"), env={"TRITON_INTERPRET": "0"})
-                    self.compile_refs[ref] = (run, key)
-                    run.compiling.add(key)
             active.append(run)
+            self._advance([run], progress, active)  # its first batch starts compiling now, ahead of the GPUs
+
+    def _request(self, run: _ProblemRun, request: Request) -> None:
+        """Queue a request, compiling its config first (on a CPU task) if that has not been done."""
+        key = request.config_key
+        if key in run.compiled:
+            run.queue.append(request)
+            return
+        if key not in run.compiling:
+            device = run.device
+            ref = submit_cpu(compile_for_trial, (run.planned.kernel.name, run.planned.problem.to_dict(),
+                                                 run.configs[key].config, compile_target(device),
+                                                 device.vendor != "cpu"), env={"TRITON_INTERPRET": "0"})
+            self.compile_refs[ref] = (run, key)
+            run.compiling[key] = []
+        run.compiling[key].append(request)
 
     def _collect_compiles(self) -> None:
         if not self.compile_refs:
@@ -180,22 +191,27 @@ class Driver:
         for ref in ready:
             run, key = self.compile_refs.pop(ref)
             result = ray.get(ref)  # an error of the tuner's own code fails the job loudly
-            run.compiling.discard(key)
+            waiting = run.compiling.pop(key)
             run.compiled[key] = result
-            if not result.fits and (key, "final") not in run.results:
+            if result.fits:
+                run.queue.extend(waiting)
+            elif (key, "final") not in run.results:
                 self._commit(run, key, "final", TrialOutcome(result.status, message=result.reason), None,
                              self.progress[run.device.key])
 
-    def _advance(self, active: list[_ProblemRun], progress: ClassProgress) -> None:
-        for run in list(active):
+    def _advance(self, runs: list[_ProblemRun], progress: ClassProgress, active: list[_ProblemRun]) -> None:
+        """Ask the strategy for the next batch of every idle run; finish the runs it is done with."""
+        for run in list(runs):
             if run.compiling or run.queue or run.in_flight:
                 continue
             seed = self.settings.seed + int(run.planned.problem.hash, 16) % (2**31)
-            batch = self.strategy.next_batch(run.ready(), run.default_key, run.results, seed)
+            batch = self.strategy.next_batch(run.candidates(), run.default_key, run.results, seed)
             if batch:
-                ready = set(run.ready())
-                run.queue.extend(r for r in batch if r.config_key in ready)
-                if run.queue:
+                allowed = set(run.candidates())
+                for request in batch:
+                    if request.config_key in allowed:
+                        self._request(run, request)
+                if run.compiling or run.queue:
                     continue
             self._finish(run)
             active.remove(run)

@@ -14,7 +14,7 @@ from typing import Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aotune.kernels import Candidate, config_key, get_kernel
+from aotune.kernels import Candidate, ConfigSpace, get_kernel
 from aotune.kernels.base import Kernel, Problem
 
 Scalar = Union[int, float, str, bool]
@@ -43,12 +43,17 @@ class Grid(BaseModel):
 
 @dataclass(frozen=True)
 class PlannedProblem:
-    """One problem of a grid, with the candidates to try for it."""
+    """One problem of a grid, with the (restricted) space and baseline sets to search for it."""
 
     kernel: Kernel
     problem: Problem
-    candidates: list[Candidate]
+    space: ConfigSpace
+    include: tuple[str, ...]
     entry: str
+
+    def candidates(self) -> list[Candidate]:
+        """The restricted space's configs, the default and the included baseline sets, checked for the problem."""
+        return self.space.candidates(self.problem, include=self.include)
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -111,22 +116,14 @@ def _expand(problem: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def plan(grid: Grid, kernels: list[str] | None = None) -> list[PlannedProblem]:
-    """Every (kernel, problem) of the grid with its candidates (restricted space, default, included sets)."""
+    """Every (kernel, problem) of the grid with its restricted space (candidates are built when tuned)."""
     out: list[PlannedProblem] = []
     for entry in grid.entries:
         if kernels and entry.kernel not in kernels:
             continue
         kernel = get_kernel(entry.kernel)
-        keep = {config_key(kernel.space.default)} | {config_key(c) for n in entry.include
-                                                       for c in kernel.space.baseline(n)}
+        space = kernel.space.restricted(entry.restrict)
         for data in _expand(entry.problem):
-            problem = kernel.problem(data)
-            candidates = [c for c in kernel.space.candidates(problem, include=entry.include)
-                          if config_key(c.config) in keep or _allowed(c.config, entry.restrict)]
-            out.append(PlannedProblem(kernel, problem, candidates, entry.label or entry.kernel))
+            out.append(PlannedProblem(kernel, kernel.problem(data), space, tuple(entry.include),
+                                      entry.label or entry.kernel))
     return out
-
-
-def _allowed(config: dict[str, Any], restrict: dict[str, list[Any]]) -> bool:
-    """True when every restricted parameter has an allowed value (the default and included sets are kept)."""
-    return all(config.get(name) in values for name, values in restrict.items())
