@@ -277,19 +277,21 @@ def _problem_kwargs(p: MoEProblem) -> dict[str, Any]:
 
 def random_routing(m: int, e: int, top_k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniformly random distinct experts per token (int32) and positive fp32 weights summing to 1."""
-    ids = torch.rand(m, e, generator=gen).argsort(dim=1)[:, :top_k].to(torch.int32)
-    weights = torch.rand(m, top_k, generator=gen) + 0.1
+    ids = torch.rand(m, e, generator=gen, device=gen.device).argsort(dim=1)[:, :top_k].to(torch.int32)
+    weights = torch.rand(m, top_k, generator=gen, device=gen.device) + 0.1
     return ids.contiguous(), (weights / weights.sum(dim=1, keepdim=True)).contiguous()
 
 
 def make_inputs(problem: MoEProblem, seed: int, device: str) -> Inputs:
     """Seeded random inputs: x ~ N(0, 1), uniformly random E2M1 codes, scale bytes in [116, 124]
-    (weights of realistic magnitude), random routing; fp32 biases ~ N(0, 0.1) when ``has_bias``."""
-    p, g = problem, torch.Generator(device="cpu").manual_seed(seed)
-    u8 = dict(dtype=torch.uint8, generator=g)
+    (weights of realistic magnitude), random routing; fp32 biases ~ N(0, 0.1) when ``has_bias``.
+    Drawn on ``device`` itself (a GPU fills gigabytes of weights in milliseconds), so the values for a
+    seed differ between the CPU and a GPU."""
+    p, g = problem, torch.Generator(device=device).manual_seed(seed)
+    u8 = dict(dtype=torch.uint8, generator=g, device=device)
     ids, weights = random_routing(p.M, p.E, p.top_k, g)
     inputs: Inputs = dict(
-        x=torch.randn(p.M, p.K, generator=g).to(torch.bfloat16),
+        x=torch.randn(p.M, p.K, generator=g, device=device).to(torch.bfloat16),
         w13=torch.randint(0, 256, (p.E, 2 * p.I, p.K // 2), **u8),
         w13_scale=torch.randint(116, 125, (p.E, 2 * p.I, p.K // p.group_size), **u8),
         w2=torch.randint(0, 256, (p.E, p.K, p.I // 2), **u8),
@@ -297,9 +299,8 @@ def make_inputs(problem: MoEProblem, seed: int, device: str) -> Inputs:
         topk_ids=ids, topk_weights=weights,
     )
     if p.has_bias:
-        inputs["w13_bias"] = torch.randn(p.E, 2 * p.I, generator=g) * 0.1
-        inputs["w2_bias"] = torch.randn(p.E, p.K, generator=g) * 0.1
-    inputs = {k: v.to(device) for k, v in inputs.items()}
+        inputs["w13_bias"] = torch.randn(p.E, 2 * p.I, generator=g, device=device) * 0.1
+        inputs["w2_bias"] = torch.randn(p.E, p.K, generator=g, device=device) * 0.1
     inputs.update(_problem_kwargs(p))
     return inputs
 
