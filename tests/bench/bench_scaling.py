@@ -22,14 +22,16 @@ def main() -> None:
     parser.add_argument("--strategy", default="random")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("-k", "--kernels", action="append", default=[])
+    parser.add_argument("--compile-ahead", type=int, default=TuneSettings().compile_ahead)
+    parser.add_argument("--interpreter", action="store_true", help="CPU interpreter workers (to try the script)")
     args = parser.parse_args()
     init_ray(None)
     options = {"samples": args.samples} if args.strategy == "random" else {}
     rows = []
     for count in (int(w) for w in args.workers.split(",")):
         db = os.path.join(tempfile.mkdtemp(), "scaling.db")
-        settings = TuneSettings(strategy=args.strategy, strategy_options=options)
-        result = run_job(JobOptions(grid=args.grid, db=f"sqlite:///{db}", workers=count, interpreter=False,
+        settings = TuneSettings(strategy=args.strategy, strategy_options=options, compile_ahead=args.compile_ahead)
+        result = run_job(JobOptions(grid=args.grid, db=f"sqlite:///{db}", workers=count, interpreter=args.interpreter,
                                     kernels=tuple(args.kernels), settings=settings))
         trials = sum(p.trials for p in result.progress.values())
         busy = sum(p.busy_s for p in result.progress.values())
