@@ -24,6 +24,7 @@ class TimingSettings:
     samples: int = 15
     max_input_sets: int = 8
     sample_us: float = 1000.0  # fewer reps per sample for slow configs, so a sample lasts about this long
+    budget_us: float = 500_000.0  # fewer samples (at least 5) for very slow configs: timing ends in ~0.5 s
 
 
 SCREEN = TimingSettings(warmup=2, reps=5, samples=5)
@@ -76,7 +77,8 @@ def time_cuda(calls: Sequence[Callable[[], Any]], settings: TimingSettings, *, g
 
 
 def _adapt_reps(calls: Sequence[Callable[[], Any]], settings: TimingSettings) -> TimingSettings:
-    """Fewer launches per sample for slow configs (a sample lasts about ``sample_us``)."""
+    """Fewer launches per sample for slow configs (a sample lasts about ``sample_us``), and fewer samples
+    for very slow ones (the timing lasts about ``budget_us``): a hopeless config costs little GPU time."""
     import dataclasses
 
     import torch
@@ -89,7 +91,8 @@ def _adapt_reps(calls: Sequence[Callable[[], Any]], settings: TimingSettings) ->
     end.synchronize()
     estimate_us = start.elapsed_time(end) * 1e3 / len(calls)
     reps = max(1, min(settings.reps, int(settings.sample_us / max(estimate_us, 1e-3))))
-    return dataclasses.replace(settings, reps=reps)
+    samples = max(5, min(settings.samples, int(settings.budget_us / max(estimate_us * reps, 1e-3))))
+    return dataclasses.replace(settings, reps=reps, samples=samples)
 
 
 def _time_graph(calls: Sequence[Callable[[], Any]], settings: TimingSettings) -> Timing:

@@ -10,9 +10,24 @@ import argparse
 import json
 import os
 import tempfile
+import time
 
 from aotune.tuner.driver import TuneSettings
 from aotune.tuner.jobs import JobOptions, init_ray, run_job
+
+
+def _printer(every_s: float = 20.0):
+    """A progress callback that prints one line per device class every ``every_s`` seconds."""
+    last = [time.monotonic()]
+
+    def show(progress: dict) -> None:
+        if time.monotonic() - last[0] < every_s:
+            return
+        last[0] = time.monotonic()
+        for key, p in progress.items():
+            print(f"  [{time.strftime('%H:%M:%S')}] {key}: problems {p.problems_done}/{p.problems_total}, "
+                  f"trials {p.trials}, statuses {dict(p.statuses)}", flush=True)
+    return show
 
 
 def main() -> None:
@@ -32,7 +47,7 @@ def main() -> None:
         db = os.path.join(tempfile.mkdtemp(), "scaling.db")
         settings = TuneSettings(strategy=args.strategy, strategy_options=options, compile_ahead=args.compile_ahead)
         result = run_job(JobOptions(grid=args.grid, db=f"sqlite:///{db}", workers=count, interpreter=args.interpreter,
-                                    kernels=tuple(args.kernels), settings=settings))
+                                    kernels=tuple(args.kernels), settings=settings), _printer())
         trials = sum(p.trials for p in result.progress.values())
         busy = sum(p.busy_s for p in result.progress.values())
         rows.append({"gpus": count, "problems": result.problems, "trials": trials, "wall_s": round(result.wall_s, 1),
