@@ -2,19 +2,29 @@
 
 One program owns one query row (b, s), ``H_TILE`` heads (padded to ``HP = max(16, H_TILE)`` rows for
 the MMA) and one split of the top-k positions (main cache, then the extra cache: one index space of
-tiles of ``BLOCK_T`` tokens, cut into ``NUM_SPLITS`` equal ranges). Scores stay fp32: the dot is
-``q . k`` on bf16 operands and ``sm_scale * log2(e)`` multiplies the fp32 result (q is never rounded
-after scaling). The online softmax runs in exp2 space with a finite running-max sentinel (-1e30) and
--inf for masked scores, so a fully masked tile adds exactly nothing and never makes a NaN.
+tiles of ``BLOCK_T`` tokens, cut into ``NUM_SPLITS`` equal ranges). The online softmax runs in exp2
+space with a finite running-max sentinel (-1e30) and -inf for masked scores, so a fully masked tile
+adds exactly nothing and never makes a NaN.
+
+Quantization groups as a batch dimension: the 512 fp8-side columns of a token are ``NC`` groups of
+``CW`` columns (v32: 4 x 128, one fp32 scale each; v4: 8 x 64, the 7 UE8M0-scaled nope groups and one
+all-zero group) and every tile is gathered straight into an ``[NC, BLOCK_T, CW // 4]`` tensor of int32
+words (4 raw fp8 values each, 16-byte loads), upcast to fp16 in registers (exact: e4m3 fits in fp16).
+The scales never touch K or V elementwise, and both big MMAs are batched over the groups in fp16:
+- scores: ``s = sum_g scale_g[t] * (q_g . k8_g[t])``. q's nope part enters as fp16 times a power of two
+  per head (max |q| in [2^14, 2^15): exact for every value above 2^-24 of the head's max, no overflow),
+  undone on the fp32 scores; the rope part is a bf16 dot. Exact up to fp32 accumulation.
+- output: ``acc_g += max_t(scale_g) * ((p * scale_g / max_t(scale_g)) @ v8_g)``: the probabilities times
+  the group's token scales, normalized by the tile's largest scale so that they are <= 1 in fp16 (one
+  rounding of p, as in any attention kernel). v4: the bf16 rope columns are a separate [HP, 64] dot.
+Scores stay fp32: ``sm_scale * log2(e)`` multiplies the fp32 dot (q is never rounded after scaling).
+
+Latency: the loop is software-pipelined in registers (the next tile's bytes are loaded before this
+tile's math, indices two tiles ahead), so every program keeps one tile of gathers in flight. The
+combine kernel runs one program per (row, head, 128 columns) and loads all partials at once.
 
 Gather safety: an index that is negative, past ``topk_length`` or past the cache's token count is
 invalid; its address is clamped to token 0 and its loads are masked, so it is never read.
-
-Layouts (``LAYOUT`` 0 = "v32", 1 = "v4"): the "k" tile is always [BLOCK_T, 512] (V4: the 448 nope
-columns, 64 zero columns) dequantized to bf16, the "rope" tile [BLOCK_T, 64] bf16. V = k for v32
-(d_v 512 = nope); V = [k[:, :448], rope] for v4. v32's fp32 scales make fp8 x scale inexact in bf16:
-its scores use K = hi + lo (two bf16 dots, exact to ~2^-16), its V the hi part (one bf16 rounding).
-V4's UE8M0 scales are powers of two, so its bf16 K/V are exact.
 """
 from __future__ import annotations
 
@@ -25,81 +35,137 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _load_tile(u8, bf, f32, idx_ptr, len_ptr, b, row, t0, T, n_tok, page_stride,
-               PAGE: tl.constexpr, LAYOUT: tl.constexpr, BLOCK_T: tl.constexpr, HAS_LEN: tl.constexpr):
+def _tile_index(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T: tl.constexpr):
+    """Token ids [BLOCK_T] of tile ``tile`` (main cache below ``tiles_main``, then the extra cache), -1 where
+    masked by the lengths; a tile >= ``hi`` (past this split) is all -1 and reads no memory."""
+    main = tile < tiles_main
+    t0 = tl.where(main, tile, tile - tiles_main) * BLOCK_T
     offs = t0 + tl.arange(0, BLOCK_T)
-    inside = offs < T
-    if HAS_LEN:
-        inside = inside & (offs < tl.load(len_ptr + b))
-    idx = tl.load(idx_ptr + row.to(tl.int64) * T + offs, mask=inside, other=-1)
-    valid = inside & (idx >= 0) & (idx < n_tok)
-    idx = tl.where(valid, idx, 0)
-    page = (idx // PAGE).to(tl.int64)
-    off = idx % PAGE
-    cols = tl.arange(0, 512)
-    c64 = tl.arange(0, 64)
-    if LAYOUT == 0:
-        base = page * page_stride + off * 656
-        raw = tl.load(u8 + base[:, None] + cols[None, :], mask=valid[:, None], other=0)
-        sc = tl.load(f32 + (base // 4 + 128)[:, None] + tl.arange(0, 4)[None, :], mask=valid[:, None], other=0.0)
-        x = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-        k = tl.reshape(tl.reshape(x, (BLOCK_T, 4, 128)) * sc[:, :, None], (BLOCK_T, 512))
-        rope = tl.load(bf + (base // 2 + 264)[:, None] + c64[None, :], mask=valid[:, None], other=0.0)
-    else:
-        base = page * page_stride + off * 576
-        raw = tl.load(u8 + base[:, None] + cols[None, :], mask=valid[:, None] & (cols[None, :] < 448), other=0)
-        j = tl.arange(0, 8)
-        e = tl.load(u8 + (page * page_stride + PAGE * 576 + off * 8)[:, None] + j[None, :],
-                    mask=valid[:, None] & (j[None, :] < 7), other=127)
-        sc = tl.exp2(e.to(tl.float32) - 127.0)
-        x = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-        k = tl.reshape(tl.reshape(x, (BLOCK_T, 8, 64)) * sc[:, :, None], (BLOCK_T, 512))
-        rope = tl.load(bf + (base // 2 + 224)[:, None] + c64[None, :], mask=valid[:, None], other=0.0)
-    k_hi = k.to(tl.bfloat16)
-    if LAYOUT == 0:
-        k_lo = (k - k_hi.to(tl.float32)).to(tl.bfloat16)  # fp32 scales: bf16(x * s) is not exact
-    else:
-        k_lo = k_hi  # UE8M0 scales: x * 2^e is exact in bf16, no low part
-    return k_hi, k_lo, rope, valid
+    ptr = tl.where(main, idx_ptr + row.to(tl.int64) * T, xidx_ptr + row.to(tl.int64) * TX)
+    return tl.load(ptr + offs, mask=offs < tl.where(tile < hi, tl.where(main, limit, xlimit), 0), other=-1)
 
 
 @triton.jit
-def _attend(q, q_rope, m, l, acc, acc_r, k, k_lo, rope, valid, scale_log2, LAYOUT: tl.constexpr):
-    s = tl.dot(q_rope, tl.trans(rope), tl.dot(q, tl.trans(k)))
+def _gather(idx, u8, bf, f32, n_tok, page_stride, PAGE: tl.constexpr, LAYOUT: tl.constexpr,
+            NC: tl.constexpr, CW: tl.constexpr):
+    """Raw fp8 values [NC, BLOCK_T, CW // 4] (int32 words), scales [NC, 1, BLOCK_T] fp32 (0 where invalid),
+    rope [BLOCK_T, 64] bf16 and validity [BLOCK_T] of the token ids ``idx``."""
+    valid = (idx >= 0) & (idx < n_tok)
+    idx = tl.where(valid, idx, 0)
+    page = (idx // PAGE).to(tl.int64)
+    off = idx % PAGE
+    g = tl.arange(0, NC)[:, None, None]
     if LAYOUT == 0:
-        s = tl.dot(q, tl.trans(k_lo), s)  # scores from the exact fp32 K = k + k_lo
+        base = page * page_stride + off * 656
+        vmask = valid[None, :, None]
+        sc = tl.load(f32 + (base // 4 + 128)[None, None, :] + g, mask=valid[None, None, :], other=0.0)
+        rope = tl.load(bf + (base // 2 + 264)[:, None] + tl.arange(0, 64)[None, :], mask=valid[:, None], other=0.0)
+    else:
+        base = page * page_stride + off * 576
+        vmask = valid[None, :, None] & (g < 7)
+        sbase = page * page_stride + PAGE * 576 + off * 8
+        # Masked scales are 0 (byte 0 -> 0.0), so they never set a tile's max scale in ``_attend``.
+        e = tl.load(u8 + sbase[None, None, :] + g, mask=valid[None, None, :] & (g < 7), other=0)
+        sc = (e.to(tl.int32) << 23).to(tl.float32, bitcast=True)  # UE8M0 2^(e - 127), exact
+        rope = tl.load(bf + (base // 2 + 224)[:, None] + tl.arange(0, 64)[None, :], mask=valid[:, None], other=0.0)
+    words = u8.to(tl.pointer_type(tl.int32), bitcast=True) + (base // 4)[None, :, None]
+    raw = tl.load(words + g * (CW // 4) + tl.arange(0, CW // 4)[None, None, :], mask=vmask, other=0)
+    return raw, sc, rope, valid
+
+
+@triton.jit
+def _gather_tile(idx, tile, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf, xf32, x_n_tok, x_page_stride,
+                 PAGE: tl.constexpr, LAYOUT: tl.constexpr, NC: tl.constexpr, CW: tl.constexpr):
+    """``_gather`` from the cache that tile ``tile`` belongs to."""
+    main = tile < tiles_main
+    return _gather(idx, tl.where(main, u8, xu8), tl.where(main, bf, xbf), tl.where(main, f32, xf32),
+                   tl.where(main, n_tok, x_n_tok), tl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, NC, CW)
+
+
+@triton.jit
+def _fp8_byte(w, shift: tl.constexpr):
+    """The fp8 e4m3 byte at bit ``shift`` of int32 words, as fp16."""
+    return ((w >> shift) & 0xFF).to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float16)
+
+
+@triton.jit
+def _unpack_fp8(w, ASM: tl.constexpr):
+    """[G, T, N] int32 words of 4 fp8 values -> [G, T, 4 N] fp16 (exact), in memory order. ``ASM``: two
+    ``cvt.rn.f16x2.e4m3x2`` per word (GPU); otherwise byte extraction (the same values, for the interpreter)."""
+    if ASM:
+        b0, b1, b2, b3 = tl.inline_asm_elementwise(
+            "{ .reg .b16 lo, hi; .reg .b32 a, b; mov.b32 {lo, hi}, $4; cvt.rn.f16x2.e4m3x2 a, lo; "
+            "cvt.rn.f16x2.e4m3x2 b, hi; mov.b32 {$0, $1}, a; mov.b32 {$2, $3}, b; }",
+            "=h,=h,=h,=h,r", [w], dtype=(tl.float16, tl.float16, tl.float16, tl.float16), is_pure=True, pack=1)
+    else:
+        b0, b1, b2, b3 = _fp8_byte(w, 0), _fp8_byte(w, 8), _fp8_byte(w, 16), _fp8_byte(w, 24)
+    x = tl.join(tl.join(b0, b2), tl.join(b1, b3))
+    return tl.reshape(x, [w.shape[0], w.shape[1], 4 * w.shape[2]])
+
+
+@triton.jit
+def _scale_q(q):
+    """``q [NC, HP, CW]`` bf16 times a power of two per head (max |q| in [2^14, 2^15)) as fp16 -- exact
+    for every value above 2^-24 of the head's max -- and the inverse powers of two [HP]."""
+    amax = tl.max(tl.max(tl.abs(q.to(tl.float32)), 2), 0)
+    exponent = ((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+    c = tl.minimum(tl.maximum(14 - exponent, -126), 126)
+    scaled = (q.to(tl.float32) * ((c + 127) << 23).to(tl.float32, bitcast=True)[None, :, None]).to(tl.float16)
+    return scaled, ((127 - c) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _attend(q, inv_c, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2, LAYOUT: tl.constexpr,
+            ASM: tl.constexpr):
+    """One online-softmax step over a tile (exp2 space); ``acc`` is [NC, HP, CW], ``acc_r`` [HP, 64].
+
+    ``q`` is the nope part times ``1 / inv_c`` (a power of two per head) in fp16. The probabilities enter
+    the fp16 MMA as ``p * scale / max_t(scale)`` (<= 1) and the tile's result is scaled back by the max.
+    """
+    kv = _unpack_fp8(raw, ASM)
+    s = tl.sum(tl.dot(q, tl.permute(kv, (0, 2, 1))) * sc, 0) * inv_c[:, None]
+    s = tl.dot(q_rope, tl.trans(rope), s)
     s = tl.where(valid[None, :], s * scale_log2, float("-inf"))
     m_new = tl.maximum(m, tl.max(s, 1))
     alpha = tl.exp2(m - m_new)
     p = tl.exp2(s - m_new[:, None])
     l = l * alpha + tl.sum(p, 1)
-    pb = p.to(tl.bfloat16)
-    acc = tl.dot(pb, k, acc * alpha[:, None])
+    mx = tl.max(sc, 2)
+    pv = (p[None, :, :] * (sc * tl.where(mx > 0, 1.0 / mx, 0.0)[:, :, None])).to(tl.float16)
+    acc = acc * alpha[None, :, None] + tl.dot(pv, kv) * mx[:, :, None]
     if LAYOUT == 1:
-        acc_r = tl.dot(pb, rope, acc_r * alpha[:, None])
+        acc_r = tl.dot(p.to(tl.bfloat16), rope, acc_r * alpha[:, None])
     return m_new, l, acc, acc_r
 
 
 @triton.jit
+def _store_rows(ptr, o, o_r, rows, hmask, NC: tl.constexpr, CW: tl.constexpr, LAYOUT: tl.constexpr):
+    """Store [NC, HP, CW] (+ v4's [HP, 64] rope part at column 448) as rows of 512 values."""
+    g = tl.arange(0, NC)[:, None, None]
+    base = ptr + rows[None, :, None] * 512 + g * CW + tl.arange(0, CW)[None, None, :]
+    if LAYOUT == 0:
+        tl.store(base, o.to(ptr.dtype.element_ty), mask=hmask[None, :, None])
+    else:
+        tl.store(base, o.to(ptr.dtype.element_ty), mask=hmask[None, :, None] & (g < 7))
+        tl.store(ptr + rows[:, None] * 512 + 448 + tl.arange(0, 64)[None, :], o_r.to(ptr.dtype.element_ty),
+                 mask=hmask[:, None])
+
+
+@triton.jit
 def _finish(out_ptr, lse_ptr, sink_ptr, o, o_r, lse2, b, row, heads, hmask, H, S_q,
-            LAYOUT: tl.constexpr, HAS_SINK: tl.constexpr, LONELY_POS: tl.constexpr):
+            NC: tl.constexpr, CW: tl.constexpr, LAYOUT: tl.constexpr, HAS_SINK: tl.constexpr,
+            LONELY_POS: tl.constexpr):
     """Sink scaling, lonely rows and the bf16/fp32 stores of one row's heads (``lse2`` is log2-space)."""
     lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
     if HAS_SINK:
         sink = tl.load(sink_ptr + heads, mask=hmask, other=0.0)
         factor = 1.0 / (1.0 + tl.exp(sink - lse))
-        o = o * factor[:, None]
+        o = o * factor[None, :, None]
         o_r = o_r * factor[:, None]
     if LONELY_POS:
         lse = tl.where(lse2 == float("-inf"), float("inf"), lse)
     tl.store(lse_ptr + (b * H + heads) * S_q + row % S_q, lse, mask=hmask)
-    cols = tl.arange(0, 512)
-    obase = out_ptr + (row.to(tl.int64) * H + heads)[:, None] * 512
-    if LAYOUT == 0:
-        tl.store(obase + cols[None, :], o.to(tl.bfloat16), mask=hmask[:, None])
-    else:
-        tl.store(obase + cols[None, :], o.to(tl.bfloat16), mask=hmask[:, None] & (cols[None, :] < 448))
-        tl.store(obase + 448 + tl.arange(0, 64)[None, :], o_r.to(tl.bfloat16), mask=hmask[:, None])
+    _store_rows(out_ptr, o, o_r, row.to(tl.int64) * H + heads, hmask, NC, CW, LAYOUT)
 
 
 @triton.jit
@@ -109,7 +175,7 @@ def mla_decode_kernel(
     sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, S_q, H, scale_log2,
     LAYOUT: tl.constexpr, PAGE: tl.constexpr, BLOCK_T: tl.constexpr, H_TILE: tl.constexpr, HP: tl.constexpr,
     NUM_SPLITS: tl.constexpr, HAS_LEN: tl.constexpr, HAS_XLEN: tl.constexpr, HAS_SINK: tl.constexpr,
-    LONELY_POS: tl.constexpr,
+    LONELY_POS: tl.constexpr, ASM: tl.constexpr,
 ):
     """Partial (or, with NUM_SPLITS == 1, final) attention of one (head tile, row, split)."""
     pid_h = tl.program_id(0)
@@ -119,71 +185,83 @@ def mla_decode_kernel(
     r = tl.arange(0, HP)
     heads = pid_h * H_TILE + r
     hmask = (r < H_TILE) & (heads < H)
+    NC: tl.constexpr = 4 if LAYOUT == 0 else 8
+    CW: tl.constexpr = 512 // NC
     D_QK: tl.constexpr = 576 if LAYOUT == 0 else 512
     NOPE: tl.constexpr = 512 if LAYOUT == 0 else 448
-    cols = tl.arange(0, 512)
-    qbase = q_ptr + (row.to(tl.int64) * H + heads)[:, None] * D_QK
-    q = tl.load(qbase + cols[None, :], mask=hmask[:, None] & (cols[None, :] < NOPE), other=0.0)
-    q_rope = tl.load(qbase + NOPE + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    g = tl.arange(0, NC)[:, None, None]
+    qbase = q_ptr + (row.to(tl.int64) * H + heads) * D_QK
+    q = tl.load(qbase[None, :, None] + g * CW + tl.arange(0, CW)[None, None, :],
+                mask=hmask[None, :, None] & (g * CW < NOPE), other=0.0)
+    q, inv_c = _scale_q(q)
+    q_rope = tl.load(qbase[:, None] + NOPE + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
     m = tl.full([HP], -1e30, tl.float32)
     l = tl.zeros([HP], tl.float32)
-    acc = tl.zeros([HP, 512], tl.float32)
+    acc = tl.zeros([NC, HP, CW], tl.float32)
     acc_r = tl.zeros([HP, 64], tl.float32)
     tiles_main = tl.cdiv(T, BLOCK_T)
     tiles = tiles_main + tl.cdiv(TX, BLOCK_T)
     per_split = tl.cdiv(tiles, NUM_SPLITS)
     lo = split * per_split
     hi = tl.minimum(lo + per_split, tiles)
-    for tile in range(lo, tl.minimum(hi, tiles_main)):
-        k, k_lo, rope, valid = _load_tile(u8, bf, f32, idx_ptr, len_ptr, b, row, tile * BLOCK_T, T, n_tok, page_stride,
-                                    PAGE, LAYOUT, BLOCK_T, HAS_LEN)
-        m, l, acc, acc_r = _attend(q, q_rope, m, l, acc, acc_r, k, k_lo, rope, valid, scale_log2, LAYOUT)
-    for tile in range(tl.maximum(lo, tiles_main) - tiles_main, hi - tiles_main):
-        k, k_lo, rope, valid = _load_tile(xu8, xbf, xf32, xidx_ptr, xlen_ptr, b, row, tile * BLOCK_T, TX, x_n_tok,
-                                    x_page_stride, PAGE, LAYOUT, BLOCK_T, HAS_XLEN)
-        m, l, acc, acc_r = _attend(q, q_rope, m, l, acc, acc_r, k, k_lo, rope, valid, scale_log2, LAYOUT)
+    limit = T
+    if HAS_LEN:
+        limit = tl.minimum(T, tl.load(len_ptr + b))
+    xlimit = TX
+    if HAS_XLEN:
+        xlimit = tl.minimum(TX, tl.load(xlen_ptr + b))
+    # Software pipeline in registers: the next tile's bytes are in flight while this tile is computed, and
+    # the tile after it's indices are loaded a whole tile of compute ahead. Tiles >= hi load nothing.
+    idx = _tile_index(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
+    raw, sc, rope, valid = _gather_tile(idx, lo, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf, xf32,
+                                        x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
+    idx = _tile_index(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
+    for tile in range(lo, hi):
+        raw1, sc1, rope1, valid1 = _gather_tile(idx, tile + 1, tiles_main, u8, bf, f32, n_tok, page_stride, xu8,
+                                                xbf, xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
+        idx = _tile_index(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
+        m, l, acc, acc_r = _attend(q, inv_c, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2, LAYOUT,
+                                   ASM)
+        raw, sc, rope, valid = raw1, sc1, rope1, valid1
     inv = tl.where(l > 0, 1.0 / l, 0.0)
     lse2 = tl.where(l > 0, m + tl.log2(l), float("-inf"))
-    o = acc * inv[:, None]
+    o = acc * inv[None, :, None]
     o_r = acc_r * inv[:, None]
     if NUM_SPLITS == 1:
-        _finish(out_ptr, lse_ptr, sink_ptr, o, o_r, lse2, b, row, heads, hmask, H, S_q, LAYOUT, HAS_SINK, LONELY_POS)
+        _finish(out_ptr, lse_ptr, sink_ptr, o, o_r, lse2, b, row, heads, hmask, H, S_q, NC, CW, LAYOUT, HAS_SINK,
+                LONELY_POS)
     else:
         prow = (row.to(tl.int64) * NUM_SPLITS + split) * H + heads
         tl.store(part_lse_ptr + prow, lse2, mask=hmask)
-        pbase = part_o_ptr + prow[:, None] * 512
-        if LAYOUT == 0:
-            tl.store(pbase + cols[None, :], o, mask=hmask[:, None])
-        else:
-            tl.store(pbase + cols[None, :], o, mask=hmask[:, None] & (cols[None, :] < 448))
-            tl.store(pbase + 448 + tl.arange(0, 64)[None, :], o_r, mask=hmask[:, None])
+        _store_rows(part_o_ptr, o, o_r, prow, hmask, NC, CW, LAYOUT)
 
 
 @triton.jit
 def mla_combine_kernel(
     part_o_ptr, part_lse_ptr, sink_ptr, out_ptr, lse_ptr, S_q, H,
-    NUM_SPLITS: tl.constexpr, HB: tl.constexpr, HAS_SINK: tl.constexpr, LONELY_POS: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, SP: tl.constexpr, CB: tl.constexpr, HAS_SINK: tl.constexpr, LONELY_POS: tl.constexpr,
 ):
-    """Merge the fp32 split partials of ``HB`` heads of one row by their lse, then finish in bf16."""
+    """Merge the fp32 split partials of one (row, head) and ``CB`` output columns by their lse, in fp32, then
+    round once to bf16. All ``NUM_SPLITS`` partials (padded to ``SP``) are loaded at once: one round trip."""
     row = tl.program_id(0)
-    heads = tl.program_id(1) * HB + tl.arange(0, HB)
-    hmask = heads < H
-    b = row // S_q
-    m = tl.full([HB], float("-inf"), tl.float32)
-    for s in tl.static_range(NUM_SPLITS):
-        lse_s = tl.load(part_lse_ptr + (row.to(tl.int64) * NUM_SPLITS + s) * H + heads, mask=hmask,
-                        other=float("-inf"))
-        m = tl.maximum(m, lse_s)
+    head = tl.program_id(1)
+    cblk = tl.program_id(2)
+    s = tl.arange(0, SP)
+    prow = (row.to(tl.int64) * NUM_SPLITS + s) * H + head
+    lse_s = tl.load(part_lse_ptr + prow, mask=s < NUM_SPLITS, other=float("-inf"))
+    cols = cblk * CB + tl.arange(0, CB)
+    parts = tl.load(part_o_ptr + prow[:, None] * 512 + cols[None, :], mask=(s < NUM_SPLITS)[:, None], other=0.0)
+    m = tl.max(lse_s, 0)
     m_safe = tl.where(m == float("-inf"), 0.0, m)
-    total = tl.zeros([HB], tl.float32)
-    acc = tl.zeros([HB, 512], tl.float32)
-    cols = tl.arange(0, 512)
-    for s in tl.static_range(NUM_SPLITS):
-        prow = (row.to(tl.int64) * NUM_SPLITS + s) * H + heads
-        w = tl.exp2(tl.load(part_lse_ptr + prow, mask=hmask, other=float("-inf")) - m_safe)
-        total += w
-        acc += w[:, None] * tl.load(part_o_ptr + prow[:, None] * 512 + cols[None, :], mask=hmask[:, None], other=0.0)
+    w = tl.exp2(lse_s - m_safe)
+    total = tl.sum(w, 0)
+    o = tl.sum(w[:, None] * parts, 0) * tl.where(total > 0, 1.0 / total, 0.0)
     lse2 = tl.where(total > 0, m_safe + tl.log2(total), float("-inf"))
-    o = acc * tl.where(total > 0, 1.0 / total, 0.0)[:, None]
-    # The partial rows already hold all 512 columns of V (v4: [448, 512) is the rope part): store as v32.
-    _finish(out_ptr, lse_ptr, sink_ptr, o, o, lse2, b, row, heads, hmask, H, S_q, 0, HAS_SINK, LONELY_POS)
+    lse = lse2 * 0.6931471805599453
+    if HAS_SINK:
+        o = o / (1.0 + tl.exp(tl.load(sink_ptr + head) - lse))
+    if LONELY_POS:
+        lse = tl.where(lse2 == float("-inf"), float("inf"), lse)
+    if cblk == 0:
+        tl.store(lse_ptr + ((row // S_q) * H + head) * S_q + row % S_q, lse)
+    tl.store(out_ptr + (row.to(tl.int64) * H + head) * 512 + cols, o.to(tl.bfloat16))

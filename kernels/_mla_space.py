@@ -73,7 +73,7 @@ SPACE = ConfigSpace(
         "BLOCK_T": Choice(16, 32, 64), "H_TILE": Choice(4, 8, 16, 32, 64),
         "NUM_SPLITS": Choice(1, 2, 4, 8, 16, 32, 64), "num_warps": Choice(4, 8), "num_stages": Choice(1, 2, 3),
     },
-    default={"BLOCK_T": 32, "H_TILE": 16, "NUM_SPLITS": 4, "num_warps": 4, "num_stages": 2},
+    default={"BLOCK_T": 32, "H_TILE": 16, "NUM_SPLITS": 4, "num_warps": 4, "num_stages": 1},
     constraints=(_valid_problem, _head_tile_fits, _splits_have_work),
     # SGLang's SM120 Triton sparse decode (KERNELS.md): (BLOCK_T, H_TILE, warps), no split-KV. H_TILE 4
     # and 8 run here as 16-row MMA tiles with the extra rows masked. KERNELS.md names no stage count: 2.

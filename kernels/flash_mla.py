@@ -12,11 +12,13 @@ Choices where the spec is silent:
   layout and page size as the main cache. Only ``d_v == 512`` exists in both layouts.
 - The sink is a logit in natural-log units: ``out *= 1 / (1 + exp(sink[h] - lse))``; lse excludes it.
 - Lonely rows (no valid position): out = 0, lse = -inf; ``lonely_lse="+inf"`` gives FlashMLA's +inf.
-- K/V are dequantized to bf16 in registers (fp8 value x scale, rounded once) for the bf16 MMA.
+- The fp8 values enter fp16 MMAs unscaled (exact); the per-group scales multiply the fp32 partial scores
+  and the probabilities (see ``_mla_kernels``): the only roundings are p's (fp16; bf16 for v4's rope part).
 """
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -29,6 +31,7 @@ from aotune.kernels.formats.mla_kv import gather_kv, v4_page_bytes
 from aotune.kernels.space import Config
 
 D_V = 512
+COMBINE_COLS = 128  # output columns per combine program: B * S_q * H * 4 programs, one round trip each
 
 
 def _need(cond: bool, name: str, message: str) -> None:
@@ -50,7 +53,8 @@ def _check_cache(cache: torch.Tensor, name: str, layout: str, page_size: int, de
         page_bytes = v4_page_bytes(page_size)
         _need(cache.dim() == 2 and cache.shape[1] == page_bytes, name,
               f"expected [num_pages, {page_bytes}] for layout v4 and page_size {page_size}, got {tuple(cache.shape)}")
-        _need(cache.stride(1) == 1 and cache.stride(0) % 2 == 0, name, f"bad strides {cache.stride()}")
+        _need(cache.stride(1) == 1 and cache.stride(0) % 4 == 0, name,
+              f"bytes must be dense and the page stride a multiple of 4, strides {cache.stride()}")
     _need(cache.storage_offset() % 4 == 0, name, "storage offset must be a multiple of 4 bytes")
     return cache
 
@@ -103,6 +107,11 @@ def _cache_args(cache: torch.Tensor, layout: str, page_size: int) -> tuple[Any, 
     return cache, cache.view(torch.bfloat16), f32, cache.shape[0] * page_size, cache.stride(0)
 
 
+def _interpreting() -> bool:
+    """Triton's interpreter runs no inline PTX: the kernel then unpacks fp8 bytes with plain integer ops."""
+    return os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True")
+
+
 def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_length: Any, xcache: Any,
           xindices: Any, xlength: Any, sink: Any, out: torch.Tensor, lse: torch.Tensor, parts: Any,
           layout: str, page_size: int, sm_scale: float, lonely_pos: bool,
@@ -121,14 +130,14 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
     flags = dict(HAS_SINK=sink is not None, LONELY_POS=lonely_pos)
     kwargs = dict(LAYOUT=0 if layout == "v32" else 1, PAGE=page_size, BLOCK_T=config["BLOCK_T"], H_TILE=h_tile,
                   HP=max(16, h_tile), NUM_SPLITS=splits, HAS_LEN=topk_length is not None,
-                  HAS_XLEN=xlength is not None, **flags, num_warps=config["num_warps"],
+                  HAS_XLEN=xlength is not None, **flags, ASM=not _interpreting(), num_warps=config["num_warps"],
                   num_stages=config["num_stages"])
     plan = [(Launch(mla_decode_kernel, args, kwargs), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1:
-        hb = min(8, triton.next_power_of_2(H))
         combine = Launch(mla_combine_kernel, (part_o, part_lse, sink if sink is not None else lse, out, lse, S_q, H),
-                         dict(NUM_SPLITS=splits, HB=hb, **flags, num_warps=4, num_stages=1))
-        plan.append((combine, (B * S_q, triton.cdiv(H, hb))))
+                         dict(NUM_SPLITS=splits, SP=triton.next_power_of_2(splits), CB=COMBINE_COLS, **flags,
+                              num_warps=4, num_stages=1))
+        plan.append((combine, (B * S_q, H, D_V // COMBINE_COLS)))
     return plan
 
 

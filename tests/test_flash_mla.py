@@ -12,7 +12,7 @@ import torch
 
 from aotune.kernels import max_rel_error, rel_error
 from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, launches, sparse_decode, sparse_decode_ref
-from aotune.kernels.formats.mla_kv import unpack_kv_v4, unpack_kv_v32
+from aotune.kernels.formats.mla_kv import pack_kv_v4, pack_kv_v32, unpack_kv_v4, unpack_kv_v32
 
 DEVICE = os.environ.get("AOTUNE_TEST_DEVICE", "cpu")
 
@@ -99,6 +99,32 @@ def test_lonely_rows_and_masked_tiles(lonely: str, splits: int) -> None:
     assert rel_error(out, ref_out) <= 1e-2 and rel_error(lse, ref_lse) <= 1e-3
 
 
+def _extreme(inputs: dict, tiny: bool) -> dict:
+    """Huge and tiny q rows, huge and tiny KV scales (or only tiny ones) and invalid positions in every tile."""
+    layout, page, H = inputs["layout"], inputs["page_size"], inputs["q"].shape[2]
+    head_scale = torch.tensor([3e4, 1e-6, 1.0, 5e2], device=inputs["q"].device).repeat(H // 4 + 1)[:H]
+    inputs["q"] = (inputs["q"].float() * head_scale[:, None]).to(torch.bfloat16)
+    unpack, pack = (unpack_kv_v32, pack_kv_v32) if layout == "v32" else (unpack_kv_v4, pack_kv_v4)
+    kv = unpack(inputs["kv_cache"], page)
+    if tiny:
+        kv *= 1e-9
+    else:
+        kv[::2] *= 1e4
+        kv[1::2] *= 1e-4
+    inputs["kv_cache"] = pack(kv, page)
+    inputs["indices"][:, :, 3::5] = -1
+    inputs["sm_scale"] = 1.0 if tiny else 1e-7
+    return inputs
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+@pytest.mark.parametrize("layout", ["v32", "v4"])
+def test_extreme_magnitudes(layout: str, tiny: bool) -> None:
+    """The fp16 MMAs rescale q per head and p per scale group: huge and tiny q rows and KV scales, and tiles
+    of tiny scales next to invalid positions, stay accurate."""
+    _check(_extreme(_inputs(8, H=4, topk=40, layout=layout), tiny), _cfg(splits=2))
+
+
 def test_padded_pages_and_fp8_dtype() -> None:
     inputs = _inputs(4, H=4, topk=32)
     cache = inputs["kv_cache"]
@@ -180,3 +206,11 @@ GPU_CASES = [
 def test_gpu_real_shapes(name: str, fields: dict, config: dict) -> None:
     inputs = KERNEL.make_inputs(SparseDecodeProblem(**fields), 11, "cuda")
     _check(inputs, config)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tiny", [False, True])
+@pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
+def test_gpu_extreme_magnitudes(name: str, fields: dict, tiny: bool) -> None:
+    inputs = _extreme(KERNEL.make_inputs(SparseDecodeProblem(**fields), 12, "cuda"), tiny)
+    _check(inputs, _cfg(32, 16, 4, 4, 1))

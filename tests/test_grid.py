@@ -22,7 +22,7 @@ def test_smoke_grid_plans_two_problems_with_default() -> None:
         keys = {config_key(c.config) for c in candidates}
         assert config_key(p.kernel.space.default) in keys
         assert all(c.config["BLOCK_K"] == 32 for c in candidates if c.config != p.kernel.space.default)
-        assert len(candidates) == 3 * 2  # BLOCK_M x BLOCK_N (the default is one of them)
+        assert len(candidates) == 4 * 2  # BLOCK_M x BLOCK_N (the default is one of them)
 
 
 @pytest.mark.parametrize("text,needle", [

@@ -161,11 +161,9 @@ class Driver:
                                        planned.problem.to_dict(), self.strategy.name):
                 progress.problems_done += 1
                 continue
+            # Candidates a constraint removes are "invalid": known from the space alone, never run and not
+            # stored as trials (a MoE problem has thousands; `aotune space` lists them with their reasons).
             run = _ProblemRun(planned, device, self.store)
-            for key, candidate in run.configs.items():
-                if candidate.invalid_reason and (key, "final") not in run.results:
-                    self._commit(run, key, "final", TrialOutcome("invalid", message=candidate.invalid_reason),
-                                 None, progress)
             active.append(run)
             self._advance([run], progress, active)  # its first batch starts compiling now, ahead of the GPUs
 

@@ -5,7 +5,8 @@ page 256, sink) at B = 1, 8, 64, 256 (S_q 1): the best config of a swept subset 
 SGLang SM120 hand-picked config, the torch reference, and the fraction of the roofline
 max(bytes / copy bandwidth, FLOPs / bf16 matmul throughput) / time, both measured in this run.
 Kernels are timed as CUDA-graph replays over rotating input sets (> 150 MB per replay, so L2 does
-not hold them), median of the replays. Usage: ``python3 tests/bench/bench_flash_mla.py [seconds]``.
+not hold them), median of the replays. Also prints the CUDA-graph launch floor (1 and 2 tiny kernels
+per call): the lower bound of any split-KV call at B = 1 (decode + combine). Usage: ``python3 tests/bench/bench_flash_mla.py [seconds]``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ MODELS = {
 }
 BATCHES = (1, 8, 64, 256)
 SWEEP = [dict(BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=w, num_stages=st)
-         for bt, ns, w, st in itertools.product((16, 32, 64), (1, 2, 4, 8, 16, 32, 64), (4, 8), (1, 2))]
+         for bt, ns, w, st in itertools.product((16, 32, 64), (1, 2, 4, 8, 16, 32, 64), (4, 8), (1,))]
 
 
 def _events(fn: Any, reps: int) -> list[float]:
@@ -57,6 +58,23 @@ def matmul_flops() -> float:
     a @ b
     ms = sorted(_events(lambda: a @ b, 20))[10]
     return 2 * 8192**3 / (ms * 1e-3)
+
+
+def launch_floor() -> tuple[float, float]:
+    """Seconds per call of one and of two back-to-back tiny kernels, replayed in a CUDA graph."""
+    x = torch.zeros(1, device="cuda")
+    times = []
+    for kernels in (1, 2):
+        stream = torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                for _ in range(100 * kernels):
+                    x.add_(1.0)
+        torch.cuda.synchronize()
+        graph.replay()
+        times.append(sorted(_events(graph.replay, 15))[7] * 1e-3 / 100)
+    return times[0], times[1]
 
 
 def graph_time(sets: list[dict], config: dict) -> float:
@@ -104,6 +122,8 @@ def main(budget_s: float) -> None:
     t0 = time.time()
     bw, flops = copy_bandwidth(), matmul_flops()
     print(f"device {torch.cuda.get_device_name()}; copy {bw / 1e12:.2f} TB/s; bf16 matmul {flops / 1e12:.0f} TFLOP/s")
+    one, two = launch_floor()
+    print(f"launch floor (CUDA graph): 1 tiny kernel {one * 1e6:.2f} us, 2 tiny kernels {two * 1e6:.2f} us per call")
     baselines = list(KERNEL.space.baseline("sglang_sm120"))
     for fields in MODELS.values():
         precompile(fields, SWEEP + baselines)
