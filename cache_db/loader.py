@@ -176,7 +176,8 @@ def _default_sources() -> list[Source]:
     for part in os.environ.get(ENV_BUNDLES, "").split(os.pathsep):
         if part:
             sources.extend(_expand(Path(part)))
-    sources.extend(_expand(shipped_dir()))
+    if shipped_dir().is_dir():  # none shipped is not an error
+        sources.extend(_expand(shipped_dir()))
     if os.environ.get(ENV_DB):
         sources.append(os.environ[ENV_DB])
     return sources
