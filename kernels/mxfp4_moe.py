@@ -26,7 +26,7 @@ decodes without scaling, one tl.dot per scale group, the scale multiplies the fp
 PTX E2M1 -> bf16x2 decode (two values per 32-bit op; GPU only); "dot_scaled": tl.dot_scaled,
 GPU only, group 32), num_warps, num_stages.
 
-Performance (H100, tests/bench/results_mxfp4_moe.md): 10-48% of copy bandwidth at M <= 32, short of the
+Performance (H100, BENCHMARKS.md): 10-48% of copy bandwidth at M <= 32, short of the
 80% goal: the K loop is instruction-bound (about 7-9 SASS instructions per weight element) and tiny
 problems are latency-bound (no split-K on the first GEMM, three launches per call).
 """
@@ -259,7 +259,7 @@ SPACE = ConfigSpace(
         "num_warps": Choice(2, 4, 8), "num_stages": Choice(1, 2, 3, 4),
     },
     # Valid for every problem and runs under the interpreter; the best swept config of the H100 bench at
-    # DeepSeek-V4-Flash TP 1, M = 32 (tests/bench/results_mxfp4_moe.md); not measured as a default elsewhere.
+    # DeepSeek-V4-Flash TP 1, M = 32 (BENCHMARKS.md); not measured as a default elsewhere.
     default=dict(PATH="prefill", BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, SPLIT_K=1, DEQ="arith",
                  num_warps=4, num_stages=4),
     constraints=(_block_k_fits, _tiles_fit, _path_fits),

@@ -181,7 +181,7 @@ def _transfer_one(ranked: Any, target: str, dkey: str, top: int, binaries: bool)
         console.print(f"[yellow]skip[/yellow] {ranked.kernel} {ranked.problem_key}: measured version "
                       f"{ranked.kernel_version} is not the installed kernel's")
         return None
-    for rank, (config, median) in enumerate(ranked.configs[:top]):
+    for config, median in ranked.configs[:top]:
         result = compile_candidate(ranked.kernel, ranked.problem, config, target, keep_artifacts=binaries)
         if not result.fits:
             continue

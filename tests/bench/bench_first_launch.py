@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 SAMPLES = {
     "selftest": {"M": 48, "N": 256, "K": 96},

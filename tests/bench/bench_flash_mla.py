@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import torch
-import triton
 
 from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, sparse_decode, sparse_decode_ref
 
