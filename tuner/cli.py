@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aotune.tuner.cli_bundle import problem_pairs
+
 app = typer.Typer(help="Ahead-of-time autotuning of Triton kernels on the GPUs you really run.",
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
@@ -27,22 +29,13 @@ def _mount_bundle_commands() -> None:
 _mount_bundle_commands()
 
 
-def _problem_pairs(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise typer.BadParameter(f"--problem {pair!r}: expected k=v")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
-
-
 @app.command()
 def tune(
     grid: str = typer.Argument("smoke", help="Grid file, or the name of a shipped grid (configs/grids)."),
     db: Optional[str] = typer.Option(None, help="SQLAlchemy URL (default: AOTUNE_DB or SQLite in the data dir)."),
     kernels: Optional[list[str]] = typer.Option(None, "--kernels", "-k", help="Only these kernels."),
     strategy: str = typer.Option("exhaustive", help="exhaustive, random or halving."),
+    samples: int = typer.Option(16, help="Configs per problem for --strategy random (plus the default)."),
     interpreter: Optional[bool] = typer.Option(None, "--interpreter/--gpu",
                                                help="Force the CPU interpreter or GPUs (default: GPUs if any)."),
     workers: Optional[int] = typer.Option(None, help="Number of workers (default: one per GPU)."),
@@ -55,7 +48,8 @@ def tune(
     from aotune.tuner.progress import ProgressView, summary_table
 
     options = JobOptions(grid=grid, db=db, kernels=tuple(kernels or ()), interpreter=interpreter, workers=workers,
-                         ray_address=ray_address, settings=TuneSettings(strategy=strategy, trial_timeout_s=timeout))
+                         ray_address=ray_address, settings=TuneSettings(strategy=strategy, trial_timeout_s=timeout,
+                                               strategy_options={"samples": samples} if strategy == "random" else {}))
     with ProgressView(console) as view:
         result = run_job(options, view.update)
     console.print(summary_table(result))
@@ -76,7 +70,7 @@ def space(
     from aotune.tuner.feasibility import CompileResult, compile_space
 
     spec = get_kernel(kernel)
-    typed = spec.problem(_problem_pairs(problem or []) or _default_problem(kernel))
+    typed = spec.problem(problem_pairs(problem or []) or _default_problem(kernel))
     candidates = [c for c in spec.space.candidates(typed, include=include or [])
                   if _matches(c.config, _restrictions(restrict or []))]
     valid = [c.config for c in candidates if c.invalid_reason is None]
@@ -99,7 +93,7 @@ def space(
 
 
 def _restrictions(pairs: list[str]) -> dict[str, set[str]]:
-    return {k: set(v.split(",")) for k, v in _problem_pairs(pairs).items()}
+    return {k: set(v.split(",")) for k, v in problem_pairs(pairs).items()}
 
 
 def _matches(config: dict[str, Any], restrictions: dict[str, set[str]]) -> bool:

@@ -195,7 +195,8 @@ def _transfer_one(ranked: Any, target: str, dkey: str, top: int, binaries: bool)
     return None
 
 
-def _pairs(pairs: list[str]) -> dict[str, Any]:
+def problem_pairs(pairs: list[str]) -> dict[str, Any]:
+    """``["M=4", "K=4096"]`` -> ``{"M": "4", "K": "4096"}`` (typed later by the kernel's Problem)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
@@ -252,7 +253,7 @@ def query_command(
 
     spec = get_kernel(kernel)
     try:
-        typed = spec.problem(_pairs(problem))
+        typed = spec.problem(problem_pairs(problem))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     sources: list[runtime_loader.Source] = list(bundle or [])
