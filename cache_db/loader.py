@@ -85,7 +85,10 @@ def verify(data: Any, name: str) -> dict[str, Any]:
         raise BundleError(f"{name}: format version {version} is newer than this aotune reads ({FORMAT_VERSION}); "
                           "upgrade aotune")
     expected = data.get("checksum")
-    actual = checksum(data)
+    try:
+        actual = checksum(data)
+    except (TypeError, ValueError) as exc:  # NaN/inf or values JSON cannot hold: never written by aotune
+        raise BundleError(f"{name}: holds values a bundle cannot contain ({exc})") from None
     if expected != actual:
         raise BundleError(f"{name}: checksum mismatch, the file was changed after it was written "
                           f"(recorded {str(expected)[:16]}..., content hashes to {actual[:16]}...)")
@@ -129,11 +132,15 @@ class _Entry:
     origin: str
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _valid_entry(e: Any, devices: Mapping[str, Any]) -> bool:
     try:
         device = devices[e["device"]]
         return (isinstance(e["kernel"], str) and isinstance(e["kernel_version"], str)
                 and isinstance(e["problem"], dict) and isinstance(e["config"], dict)
+                and all(isinstance(v, _SCALARS) for v in (*e["problem"].values(), *e["config"].values()))
                 and all(isinstance(device[k], str) for k in ("vendor", "arch", "product"))
                 and all(isinstance(device[k], int) for k in ("smem_per_block", "sm_count"))
                 and (e.get("shared_bytes") is None or isinstance(e["shared_bytes"], int)))
@@ -165,9 +172,13 @@ def _sqlite_bundle(url: str) -> dict[str, Any]:
     for (name, version, dkey, vendor, arch, product, smem, sms, pkey, pdata, config, median, shared, how) in rows:
         devices[dkey] = {"vendor": vendor, "arch": arch, "product": product, "smem_per_block": smem,
                          "sm_count": sms}
+        try:
+            problem, parsed = json.loads(pdata), json.loads(config)
+        except (TypeError, ValueError):
+            continue  # a damaged row: _add reports the count of skipped entries
         entries.append({"kernel": name, "kernel_version": version, "device": dkey, "problem_key": pkey,
-                        "problem": json.loads(pdata), "config": json.loads(config), "median_us": median,
-                        "shared_bytes": shared, "source": how})
+                        "problem": problem, "config": parsed, "median_us": median, "shared_bytes": shared,
+                        "source": how})
     return {"devices": devices, "entries": entries}
 
 
@@ -235,6 +246,9 @@ class Loader:
                 name, data = self._read(source)
             except BundleError as exc:
                 self.warn(f"aotune loader: skipped {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - the loader never raises into a serving process
+                self.warn(f"aotune loader: skipped {source}: {type(exc).__name__}: {exc}")
                 continue
             self._add(index, name, data)
         self._index = index
@@ -423,4 +437,13 @@ def default_loader() -> Loader:
 def configure(bundles: Sequence[Source] = (), *, db_url: str | None = None, defaults: bool = True) -> Loader:
     """Replace the process-wide loader (explicit bundles first); memoized answers are dropped."""
     _DEFAULT[:] = [Loader(bundles, db_url=db_url, defaults=defaults)]
+    _GENERATION[0] += 1
     return _DEFAULT[0]
+
+
+_GENERATION = [0]
+
+
+def generation() -> int:
+    """How many times ``configure`` replaced the process-wide loader (callers key their memos on it)."""
+    return _GENERATION[0]

@@ -192,12 +192,29 @@ class Store:
 
     def finish_problem(self, kernel: str, version: str, device: DeviceClass, problem_key: str,
                        problem: dict[str, Any], strategy: str, best: BestRow | None, job_id: int | None) -> None:
-        """Record the problem as finished and store its best config, in one transaction."""
+        """Record the problem as finished and store its best config, in one transaction.
+
+        Another driver finishing the same problem at the same moment makes the insert collide: then the
+        transaction is retried once and finds the other's rows (the later best wins).
+        """
         kid, did, pid = self._workload_ids(kernel, version, device, problem_key, problem)
+        for attempt in range(2):
+            try:
+                self._finish_once(kid, did, pid, strategy, best, job_id)
+                return
+            except IntegrityError:
+                if attempt:
+                    raise
+
+    def _finish_once(self, kid: int, did: int, pid: int, strategy: str, best: BestRow | None,
+                     job_id: int | None) -> None:
         with self._session.begin() as session:
             if best is not None:
-                best.kernel_id, best.device_id, best.problem_id = kid, did, pid
-                self._upsert_best(session, best)
+                row = BestRow(kernel_id=kid, device_id=did, problem_id=pid, trial_id=best.trial_id,
+                              config=best.config, median_us=best.median_us, p20_us=best.p20_us, p80_us=best.p80_us,
+                              default_median_us=best.default_median_us, shared_bytes=best.shared_bytes,
+                              source=best.source or "measured")
+                self._upsert_best(session, row)
             exists = session.scalars(select(ProblemRunRow).filter_by(
                 kernel_id=kid, device_id=did, problem_id=pid, strategy=strategy)).first()
             if exists is None:
@@ -206,7 +223,6 @@ class Store:
 
     @staticmethod
     def _upsert_best(session: Session, best: BestRow) -> None:
-        best.source = best.source or "measured"
         row = session.scalars(select(BestRow).filter_by(
             kernel_id=best.kernel_id, device_id=best.device_id, problem_id=best.problem_id)).first()
         if row is None:

@@ -1,9 +1,12 @@
-"""A fix for Triton 3.6's CPU interpreter: ``tl.dot`` on bf16 operands multiplies their raw bits.
+"""Two fixes for Triton 3.6's CPU interpreter, applied only when ``TRITON_INTERPRET=1``.
 
-The interpreter stores bf16 as uint16 and its ``create_dot`` hands those integers straight to
-``np.matmul`` (fp8 operands are converted, bf16 ones are not), so every bf16 ``tl.dot`` returns
-garbage under ``TRITON_INTERPRET=1``. This patch widens bf16 operands to fp32 first, which is exact,
-and is applied only when the interpreter is on. GPU code paths are untouched.
+1. ``tl.dot`` on bf16 operands multiplies their raw bits: the interpreter stores bf16 as uint16 and its
+   ``create_dot`` hands those integers straight to ``np.matmul`` (fp8 operands are converted, bf16 ones
+   are not). The patch widens bf16 operands to fp32 first, which is exact.
+2. fp32 -> bf16 casts truncate (the GPU rounds to nearest even): the patch rounds to nearest even, as
+   ``.to(tl.bfloat16)`` does on the GPU, so CPU tests see the GPU's numbers.
+
+GPU code paths are untouched.
 """
 from __future__ import annotations
 
@@ -34,3 +37,35 @@ def apply() -> None:
 
     create_dot._aotune_patched = True  # type: ignore[attr-defined]
     builder.create_dot = create_dot
+    _patch_bf16_rounding(builder, interpreter, tl, np)
+
+
+def fp32_to_bf16_bits(values: "np.ndarray") -> "np.ndarray":  # noqa: F821 - numpy imported lazily
+    """Round-to-nearest-even fp32 -> bf16, as uint16 bit patterns (NaN stays a quiet NaN)."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + (((bits >> 16) & 1) + 0x7FFF)) >> 16).astype(np.uint16)
+    nan = np.isnan(values)
+    return np.where(nan, ((bits >> 16) | 0x0040).astype(np.uint16), rounded)
+
+
+def _patch_bf16_rounding(builder, interpreter, tl, np) -> None:  # type: ignore[no-untyped-def]
+    cast, to_fp = builder.cast_impl, builder.create_fp_to_fp
+
+    def is_fp32_to_bf16(src, dst_type) -> bool:  # type: ignore[no-untyped-def]
+        return src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16
+
+    def cast_impl(self, src, dst_type):  # type: ignore[no-untyped-def]
+        if is_fp32_to_bf16(src, dst_type):
+            return interpreter.TensorHandle(fp32_to_bf16_bits(src.data), tl.bfloat16)
+        return cast(self, src, dst_type)
+
+    def create_fp_to_fp(self, src, dst_type, rounding_mode):  # type: ignore[no-untyped-def]
+        if is_fp32_to_bf16(src, dst_type):
+            return interpreter.TensorHandle(fp32_to_bf16_bits(src.data), tl.bfloat16)
+        return to_fp(self, src, dst_type, rounding_mode)
+
+    builder.cast_impl = cast_impl
+    builder.create_fp_trunc = lambda self, src, dst_type: cast_impl(self, src, dst_type)
+    builder.create_fp_to_fp = create_fp_to_fp

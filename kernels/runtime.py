@@ -40,7 +40,7 @@ _MEMO: dict[tuple[Any, ...], Config] = {}
 
 def resolve_config(kernel: Kernel, problem: Problem, device: object) -> Config:
     """The config a launcher uses when the caller passed ``config=None`` (a fresh dict each call)."""
-    key = (kernel.name, problem, device)
+    key = (kernel.name, problem, device, _loader.generation())  # configure() starts afresh
     config = _MEMO.get(key)
     if config is None:
         answer = resolve(kernel, problem, device_class(device))  # type: ignore[arg-type]

@@ -310,3 +310,38 @@ def test_aot_decorator_takes_configs_from_bundles(tmp_path: Path) -> None:
     assert kernel.resolve_args((torch.randn(77), None, 77), {}).source == "nearest:n=100"
     assert dict(kernel.resolve_args((torch.randn(77), None, 77), {}).config) == tuned
     assert kernel.resolve_args((torch.randn(8).double(), None, 8), {}).source == "default"
+
+
+def test_configure_reaches_the_launchers_memo(tmp_path) -> None:
+    """A launcher's memoized config=None answer is dropped when the process-wide loader is replaced."""
+    from aotune.cache_db import loader
+    from aotune.kernels import get_kernel
+    from aotune.kernels.runtime import resolve_config
+
+    kernel = get_kernel("selftest")
+    problem = kernel.problem({"M": 48, "N": 64, "K": 96})
+    before = loader.generation()
+    first = resolve_config(kernel, problem, "cpu")
+    try:
+        loader.configure(defaults=False)
+        assert loader.generation() == before + 1
+        assert resolve_config(kernel, problem, "cpu") == first  # same answer, recomputed under the new loader
+    finally:
+        loader.configure()
+
+
+def test_nan_and_damaged_sources_are_skipped_not_raised(tmp_path) -> None:
+    import json
+    import warnings
+
+    from aotune.cache_db.identity import INTERPRETER
+    from aotune.cache_db.loader import BundleWarning, Loader
+
+    bad = tmp_path / "nan.json"
+    bad.write_text(json.dumps({"format": "aotune-bundle", "format_version": 1, "checksum": "x",
+                               "entries": [{"median_us": float("nan")}]}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        answer = Loader([bad], defaults=False).lookup("selftest", "v", {"M": 1}, INTERPRETER)
+    assert answer.source.startswith("default")
+    assert sum(issubclass(w.category, BundleWarning) for w in caught) == 1

@@ -14,7 +14,7 @@ def _replay(strategy_name: str, **options: object) -> tuple[dict[tuple[str, str]
     strategy = get_strategy(strategy_name, **options)
     results: dict[tuple[str, str], Known] = {}
     rounds = 0
-    while (batch := strategy.next_batch(KEYS, "c0", results, seed=3)) is not None:
+    while (batch := strategy.next_batch(KEYS, ["c0"], results, seed=3)) is not None:
         rounds += 1
         for request in batch:
             results[(request.config_key, request.stage)] = Known("ok", TIMES[request.config_key])
@@ -49,10 +49,37 @@ def test_halving_skips_a_failed_default_and_failed_candidates() -> None:
     results = {(k, "screen"): Known("ok", TIMES[k]) for k in KEYS}
     results[("c0", "screen")] = Known("crash", None)
     results[(min(KEYS, key=TIMES.get), "screen")] = Known("mismatch", None)
-    batch = strategy.next_batch(KEYS, "c0", results, seed=0)
+    batch = strategy.next_batch(KEYS, ["c0"], results, seed=0)
     assert batch is not None
     assert "c0" not in {r.config_key for r in batch}
     assert min(KEYS, key=TIMES.get) not in {r.config_key for r in batch}
+
+
+def test_random_sample_is_stable_when_configs_fail() -> None:
+    """Failures are skipped, not replaced: the same sample in every round (and after a resume)."""
+    strategy = get_strategy("random", samples=4)
+    results: dict = {}
+    asked: list[str] = []
+    while (batch := strategy.next_batch(KEYS, ["c0"], results, seed=5)) is not None:
+        for request in batch:
+            asked.append(request.config_key)
+            ok = int(request.config_key[1:]) % 2 == 0
+            results[(request.config_key, request.stage)] = Known("ok" if ok else "crash", 1.0 if ok else None)
+    assert len(asked) == len(set(asked)) <= 5
+
+
+def test_required_baselines_are_always_timed() -> None:
+    strategy = get_strategy("random", samples=2)
+    batch = strategy.next_batch(KEYS, ["c0", "c7", "not-a-candidate"], {}, seed=1)
+    keys = {r.config_key for r in batch}
+    assert {"c0", "c7"} <= keys and "not-a-candidate" not in keys
+
+
+def test_strategy_id_changes_with_settings() -> None:
+    from aotune.tuner.strategies import strategy_id
+
+    assert strategy_id(get_strategy("random", samples=4)) != strategy_id(get_strategy("random", samples=8))
+    assert strategy_id(get_strategy("exhaustive")).startswith("exhaustive:")
 
 
 def test_winner_must_beat_noise_else_default_or_cheapest() -> None:

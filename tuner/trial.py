@@ -98,6 +98,23 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def prepare_workload(spec: TrialSpec) -> float:
+    """Build (or find) the workload's input sets and reference on this worker; returns the seconds taken.
+
+    The driver calls this before a worker's first trial of a problem, under its own timeout, so that a
+    trial's timeout never pays for the reference computation.
+    """
+    import time
+
+    from aotune.kernels import get_kernel
+
+    start = time.perf_counter()
+    kernel = get_kernel(spec.kernel)
+    _workload(kernel, kernel.problem(spec.problem), spec.seed, spec.timing)
+    _synchronize()
+    return time.perf_counter() - start
+
+
 def run_trial(spec: TrialSpec) -> TrialOutcome:
     """Check one config against the reference, then time it. Never raises for a kernel's own failure."""
     from aotune.kernels import get_kernel
@@ -106,8 +123,8 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
     kernel = get_kernel(spec.kernel)
     problem = kernel.problem(spec.problem)
     install_artifacts(spec.artifacts)
-    sets, reference = _workload(kernel, problem, spec.seed, spec.timing)
     try:
+        sets, reference = _workload(kernel, problem, spec.seed, spec.timing)
         out = kernel.run(sets[0], spec.config)
         _synchronize()
         error = kernel.compare(out, reference)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, WorkerCrashedError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 
 from aotune.workers.actor import GpuWorker, cpu_call
 
@@ -36,7 +36,7 @@ class Completion:
     worker: str
     ok: bool
     value: Any = None
-    failure: str | None = None  # "crash" or "timeout" when ok is False
+    failure: str | None = None  # when ok is False: "crash", "timeout" or "error" (the callable raised)
     message: str | None = None
     host: str | None = None
     busy_s: float = 0.0
@@ -110,17 +110,22 @@ class WorkerPool:
         slot = self.slots[name]
         try:
             result = ray.get(slot.ref)
+        except RayTaskError as exc:  # the callable raised: the worker lives on
+            completion = Completion(slot.tag, name, False, failure="error", message=str(exc)[-2000:],
+                                    host=slot.info.get("host"))
+            slot.tag, slot.ref = None, None
+            return completion
         except (RayActorError, WorkerCrashedError) as exc:
-            return self._fail(name, "crash", f"worker died: {type(exc).__name__}: {str(exc)[:500]}", killed=True)
+            return self._fail(name, "crash", f"worker died: {type(exc).__name__}: {str(exc)[:500]}")
         completion = Completion(slot.tag, name, True, result["value"], host=result["host"], busy_s=result["busy_s"])
         slot.tag, slot.ref = None, None
         return completion
 
-    def _fail(self, name: str, failure: str, message: str, killed: bool = False) -> Completion:
+    def _fail(self, name: str, failure: str, message: str) -> Completion:
         slot = self.slots[name]
         completion = Completion(slot.tag, name, False, failure=failure, message=message,
                                 host=slot.info.get("host"))
-        self.restart(name, kill=not killed)
+        self.restart(name)  # killed first even if it looks dead: a half-dead actor must free its GPU
         return completion
 
     def restart(self, name: str, *, kill: bool = True) -> None:

@@ -1,11 +1,16 @@
 """Search strategies: small classes behind one Protocol, one file each, registered by name.
 
-A strategy is a pure function of what is known: given the feasible candidates and the results so far,
-it returns the next batch of requests, or None when the problem is finished. Being deterministic (seeded
-by the problem), it asks for the same trials again after a resume, which the driver finds recorded.
+A strategy is a pure function of what is known: given every valid candidate of the problem, the configs
+that must be timed (the default first, then the grid's included baseline sets), the results so far
+(failures included) and a seed derived from the problem, it returns the next batch of requests, or None
+when the problem is finished. Strategies skip configs known to fail. Being deterministic, a strategy
+asks for the same trials again after a resume, and the driver finds them recorded.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,24 +33,42 @@ class Known:
     median_us: float | None
 
 
+Results = Mapping[tuple[str, str], Known]
+
+
 class Strategy(Protocol):
     name: str
 
-    def next_batch(self, candidates: Sequence[str], default_key: str, results: Mapping[tuple[str, str], Known],
+    def next_batch(self, candidates: Sequence[str], required: Sequence[str], results: Results,
                    seed: int) -> list[Request] | None:
         """Requests still needed (already-known ones may be repeated: the driver skips them), or None."""
         ...
 
 
-def missing(requests: list[Request], results: Mapping[tuple[str, str], Known]) -> list[Request] | None:
-    """``requests`` not yet answered; None if all are (the strategy is done)."""
-    todo = [r for r in requests if (r.config_key, r.stage) not in results]
+def failed(results: Results) -> set[str]:
+    """Configs with any recorded result other than ok (never worth another trial)."""
+    return {key for (key, _stage), known in results.items() if known.status != "ok"}
+
+
+def missing(requests: list[Request], results: Results) -> list[Request] | None:
+    """``requests`` not yet answered and not known to fail; None if none is left (the strategy is done)."""
+    bad = failed(results)
+    todo = [r for r in requests if (r.config_key, r.stage) not in results and r.config_key not in bad]
     return todo or None
 
 
-def final_with_default(keys: Sequence[str], default_key: str, candidates: Sequence[str]) -> list[Request]:
-    ordered = list(dict.fromkeys([*keys, *([default_key] if default_key in candidates else [])]))
+def final(keys: Sequence[str], required: Sequence[str], candidates: Sequence[str]) -> list[Request]:
+    """Careful ("final") requests for ``keys`` and the required configs that are candidates, deduplicated."""
+    allowed = set(candidates)
+    ordered = dict.fromkeys([*keys, *(k for k in required if k in allowed)])
     return [Request(k, "final", CAREFUL) for k in ordered]
+
+
+def strategy_id(strategy: Strategy) -> str:
+    """The strategy's name and a hash of its settings: a problem finished with other settings is redone."""
+    settings = dataclasses.asdict(strategy) if dataclasses.is_dataclass(strategy) else {}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{strategy.name}:{digest}"
 
 
 def _registry() -> dict[str, Callable[..., Strategy]]:
@@ -64,4 +87,5 @@ def get_strategy(name: str, **settings: Any) -> Strategy:
     return registry[name](**settings)
 
 
-__all__ = ["CAREFUL", "SCREEN", "Known", "Request", "Strategy", "get_strategy", "missing", "final_with_default"]
+__all__ = ["CAREFUL", "SCREEN", "Known", "Request", "Results", "Strategy", "failed", "final", "get_strategy",
+           "missing", "strategy_id"]

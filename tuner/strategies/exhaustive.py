@@ -1,16 +1,16 @@
-"""Exhaustive search: every feasible candidate, timed carefully once."""
+"""Exhaustive search: every valid candidate, timed carefully once."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aotune.tuner.strategies import Known, Request, final_with_default, missing
+from aotune.tuner.strategies import Request, Results, final, missing
 
 
 @dataclass(frozen=True)
 class Exhaustive:
     name: str = "exhaustive"
 
-    def next_batch(self, candidates: Sequence[str], default_key: str, results: Mapping[tuple[str, str], Known],
+    def next_batch(self, candidates: Sequence[str], required: Sequence[str], results: Results,
                    seed: int) -> list[Request] | None:
-        return missing(final_with_default(candidates, default_key, candidates), results)
+        return missing(final(candidates, required, candidates), results)

@@ -1,11 +1,12 @@
-"""Successive halving: cheap timing of every candidate, then careful timing of the best 1/eta."""
+"""Successive halving: cheap timing of every candidate, then careful timing of the best 1/eta (and of the
+required configs that passed the screen)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aotune.tuner.strategies import SCREEN, Known, Request, final_with_default, missing
+from aotune.tuner.strategies import SCREEN, Request, Results, failed, final, missing
 
 
 @dataclass(frozen=True)
@@ -14,14 +15,15 @@ class SuccessiveHalving:
     min_keep: int = 2
     name: str = "halving"
 
-    def next_batch(self, candidates: Sequence[str], default_key: str, results: Mapping[tuple[str, str], Known],
+    def next_batch(self, candidates: Sequence[str], required: Sequence[str], results: Results,
                    seed: int) -> list[Request] | None:
         screen = missing([Request(k, "screen", SCREEN) for k in candidates], results)
         if screen:
             return screen
-        timed = [(results[(k, "screen")].median_us, k) for k in candidates
-                 if results[(k, "screen")].status == "ok" and results[(k, "screen")].median_us is not None]
+        bad = failed(results)
+        timed = sorted((results[(k, "screen")].median_us or 0.0, k) for k in candidates
+                       if k not in bad and (k, "screen") in results)
         keep = max(self.min_keep, math.ceil(len(timed) / self.eta))
-        best = [k for _, k in sorted(timed)[:keep]]
-        default_ok = (default_key, "screen") in results and results[(default_key, "screen")].status == "ok"
-        return missing(final_with_default(best, default_key if default_ok else "", candidates), results)
+        passed = {k for _, k in timed}
+        return missing(final([k for _, k in timed[:keep]], [k for k in required if k in passed], candidates),
+                       results)
