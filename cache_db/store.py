@@ -85,11 +85,19 @@ class Store:
         self._ids: dict[tuple[Any, ...], int] = {}
 
     def init(self) -> None:
-        """Create the tables (idempotent) and record the schema version."""
+        """Create the tables (idempotent) and record the schema version.
+
+        Schema version 1 is the first one: there is nothing to migrate from yet. A database written by a
+        newer aotune (a higher version) is refused with a message rather than written with the old schema.
+        """
         Base.metadata.create_all(self.engine)
         with self._session.begin() as session:
-            if session.get(MetaRow, "schema_version") is None:
+            row = session.get(MetaRow, "schema_version")
+            if row is None:
                 session.add(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(row.value) > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.engine.url.render_as_string(hide_password=True)}: database schema "
+                                   f"version {row.value} is newer than this aotune's ({SCHEMA_VERSION}); upgrade aotune")
 
     def session(self) -> Session:
         return self._session()

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +22,9 @@ from aotune.cache_db.store import Store, TrialRecord
 from aotune.kernels import config_key, get_kernel
 from aotune.tuner.cli_bundle import bundle_app, query_command
 
+from .helpers_db import postgres_reachable, postgres_schema_url
+
 H100 = DeviceClass("nvidia", "sm_90", "h100-80gb-hbm3", 232448, 132)
-PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
 KERNEL = get_kernel("selftest")
 BASE = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1, "num_warps": 4, "num_stages": 2}
 # the last one is the fastest: 163,840 B of shared memory on sm_90, 122,880 B on sm_120 (does not fit)
@@ -74,22 +73,10 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
-    except OSError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable ({exc})")
-    from sqlalchemy import create_engine, text
-
-    schema = f"aotune_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG)
-    with admin.begin() as con:
-        con.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{PG}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as con:
-            con.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    if not postgres_reachable():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is unreachable")
+    with postgres_schema_url() as url:
+        yield url
 
 
 @pytest.mark.postgres

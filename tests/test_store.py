@@ -60,3 +60,15 @@ def test_device_identity() -> None:
     assert H100.key == "nvidia/sm_90/h100-80gb-hbm3"
     assert DeviceClass.from_dict(H100.to_dict()) == H100
     assert INTERPRETER.arch == "interp"
+
+
+def test_a_newer_schema_is_refused(tmp_path) -> None:
+    from aotune.cache_db.schema import SCHEMA_VERSION, MetaRow
+
+    store = Store(f"sqlite:///{tmp_path / 'new.db'}")
+    store.init()
+    with store.session() as session:
+        session.get(MetaRow, "schema_version").value = str(SCHEMA_VERSION + 1)
+        session.commit()
+    with pytest.raises(RuntimeError, match="newer than this aotune"):
+        Store(f"sqlite:///{tmp_path / 'new.db'}").init()

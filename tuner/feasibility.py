@@ -193,8 +193,7 @@ def compile_cached(kernel_name: str, problem: dict[str, Any], config: dict[str, 
             return CompileResult(**{k: v for k, v in json.loads(path.read_text()).items() if k != "fits"})
         except (ValueError, TypeError):
             path.unlink(missing_ok=True)
-    result = _compile_here(kernel_name, problem, config, target, False) if not _interpreting() else \
-        compile_candidate(kernel_name, problem, config, target)
+    result = compile_candidate(kernel_name, problem, config, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result.summary()))

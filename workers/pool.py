@@ -128,11 +128,10 @@ class WorkerPool:
         self.restart(name)  # killed first even if it looks dead: a half-dead actor must free its GPU
         return completion
 
-    def restart(self, name: str, *, kill: bool = True) -> None:
+    def restart(self, name: str) -> None:
         """Replace worker ``name`` by a fresh actor on the same resources (e.g. after a poisoned context)."""
         slot = self.slots[name]
-        if kill:
-            ray.kill(slot.handle, no_restart=True)
+        ray.kill(slot.handle, no_restart=True)
         slot.restarts += 1
         slot.handle = self._spawn(slot.spec)
         try:
