@@ -111,7 +111,8 @@ def _check_limits(result: CompileResult, arch: Arch, num_warps: int) -> CompileR
                          result.seconds, result.artifacts)
 
 
-def _interpreting() -> bool:
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU interpreter (TRITON_INTERPRET=1) in this process."""
     return os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True")
 
 
@@ -142,7 +143,7 @@ def compile_candidate(kernel_name: str, problem: dict[str, Any], config: dict[st
     Under the interpreter (TRITON_INTERPRET=1) kernels are not JIT functions, so the compilation runs in
     a child process that compiles for real.
     """
-    if _interpreting():
+    if interpreting():
         with _compiler_env(), _pool(1) as pool:
             return pool.submit(_compile_here, kernel_name, problem, config, target, keep_artifacts).result()
     return _compile_here(kernel_name, problem, config, target, keep_artifacts)
@@ -205,7 +206,7 @@ def compile_space(kernel_name: str, problem: dict[str, Any], configs: list[dict[
                   *, jobs: int | None = None) -> list[CompileResult]:
     """Compile many candidates in parallel processes (cached), in the order given."""
     jobs = jobs or max(1, min(len(configs), os.cpu_count() or 1))
-    if not _interpreting() and (jobs == 1 or len(configs) <= 1):
+    if not interpreting() and (jobs == 1 or len(configs) <= 1):
         return [compile_cached(kernel_name, problem, c, target) for c in configs]
     n = len(configs)
     with _compiler_env(), _pool(jobs) as pool:

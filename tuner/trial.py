@@ -7,11 +7,11 @@ status; a CUDA error that poisons the context asks the driver to restart the wor
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aotune.tuner.feasibility import interpreting
 from aotune.tuner.timing import DEFAULT_TIMING, TimingSettings, input_sets_needed, time_cuda, time_interpreter
 
 
@@ -43,10 +43,6 @@ _WORKLOAD: dict[str, tuple[list[Any], Any]] = {}
 _WORKLOADS_KEPT = 2
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def install_artifacts(artifacts: list[dict[str, bytes]]) -> None:
     """Put compiled kernels (Triton cache entries) into this process's Triton cache: the JIT then loads
     them instead of compiling. Existing files are left alone."""
@@ -74,11 +70,11 @@ def _workload(kernel: Any, problem: Any, seed: int, settings: TimingSettings) ->
         return _WORKLOAD[key]
     while len(_WORKLOAD) >= _WORKLOADS_KEPT:
         _WORKLOAD.pop(next(iter(_WORKLOAD)))
-    device = "cpu" if _interpreting() else "cuda"
+    device = "cpu" if interpreting() else "cuda"
     first = kernel.make_inputs(problem, seed, device)
     reference = kernel.reference(first)
     sets = [first]
-    if not _interpreting():
+    if not interpreting():
         wanted = input_sets_needed(_bytes_of(first), settings)
         sets += [kernel.make_inputs(problem, seed + i, device) for i in range(1, wanted)]
     _WORKLOAD[key] = (sets, reference)
@@ -92,7 +88,7 @@ def _bytes_of(inputs: dict[str, Any]) -> int:
 
 
 def _synchronize() -> None:
-    if not _interpreting():
+    if not interpreting():
         import torch
 
         torch.cuda.synchronize()
@@ -131,14 +127,14 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
         if not (error <= kernel.tolerance):  # NaN and inf fail
             return TrialOutcome("mismatch", error=None if math.isnan(error) else error,
                                 message=f"relative error {error:.3g} > tolerance {kernel.tolerance:g}")
-        if _interpreting():
+        if interpreting():
             timing = time_interpreter(lambda: kernel.run(sets[0], spec.config))
         else:
             calls = [lambda s=s: kernel.run(s, spec.config) for s in sets]
             timing = time_cuda(calls, spec.timing, graph=kernel.timing == "graph")
     except Exception as exc:  # noqa: BLE001 - classified; unknown kinds re-raise inside the classifier
         status, message = classify_run_error(exc)
-        poisoned = "cuda" in message.lower() and not _interpreting()
+        poisoned = "cuda" in message.lower() and not interpreting()
         return TrialOutcome(status, message=message, restart_worker=poisoned)
     return TrialOutcome("ok", error=error, median_us=timing.median_us, p20_us=timing.p20_us,
                         p80_us=timing.p80_us, times_us=timing.times_us, timing_method=timing.method)
