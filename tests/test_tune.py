@@ -92,6 +92,39 @@ def test_killed_driver_resumes_without_repeating(tmp_path: Path) -> None:
     assert len(Store(url).best("selftest")) == 2
 
 
+def test_worker_killed_while_building_inputs_loses_no_problem(tmp_path: Path) -> None:
+    """A worker killed during a problem's setup (inputs + reference) is replaced and the setup retried."""
+    import threading
+
+    from aotune.workers.pool import WorkerPool, local_specs
+
+    url = f"sqlite:///{tmp_path / 'setup-kill.db'}"
+    pool = WorkerPool(local_specs(interpreter=True))
+    killed: list[str] = []
+
+    def kill_during_setup() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for name, slot in list(pool.slots.items()):
+                if slot.ref is not None and slot.tag is not None and slot.tag.request is None:
+                    ray.kill(slot.handle, no_restart=True)
+                    killed.append(name)
+                    return
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=kill_during_setup, daemon=True)
+    thread.start()
+    try:
+        result = run_job(JobOptions(grid="smoke", db=url, interpreter=True), pool=pool)
+    finally:
+        pool.shutdown()
+    thread.join()
+    assert killed
+    progress = result.progress[INTERPRETER.key]
+    assert progress.statuses["setup_failed"] == 0 and progress.problems_done == 2
+    assert len(Store(url).best("selftest")) == 2
+
+
 def _safe_trials(url: str, problem: dict) -> list:
     try:
         return _trials(url, problem)

@@ -37,6 +37,8 @@ from aotune.workers.pool import Completion, WorkerPool, submit_cpu
 
 __all__ = ["ClassProgress", "Driver", "TuneSettings", "device_class_of"]
 
+_SETUP = ("", "setup")  # ProblemRun.crashes key of a problem's input and reference building
+
 
 @dataclass(frozen=True)
 class TuneSettings:
@@ -231,6 +233,10 @@ class Driver:
     def _record_prepare(self, completion: Completion, run: ProblemRun, progress: ClassProgress) -> None:
         if completion.ok:
             run.prepared.add(completion.worker)
+            return
+        if completion.failure == "crash" and run.crashes[_SETUP] == 0:
+            # As for trials: the first death may be a worker killed from outside; build again on a fresh one.
+            run.crashes[_SETUP] += 1
             return
         # Inputs or reference could not be built: the problem is left unfinished (a later job retries it).
         run.broken = f"{completion.failure}: {(completion.message or '')[-300:]}"
