@@ -55,7 +55,7 @@ def binary_of(result: Any, target: str) -> Binary | None:
         return None
     launches = [LaunchBinary(dir=files["__dir__"].decode(), files={
         name: base64.b64encode(data).decode() for name, data in sorted(files.items())
-        if name != "__dir__" and name.endswith((".json", ".cubin"))}) for files in result.artifacts]
+        if name != "__dir__" and name.endswith((".json", ".cubin", ".so"))}) for files in result.artifacts]
     return Binary(target=target, triton=triton.__version__, launches=launches)
 
 

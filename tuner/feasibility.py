@@ -25,6 +25,7 @@ import triton
 
 from aotune.kernels import Launch, config_key, get_kernel
 from aotune.tuner.arch import Arch, get_arch
+from aotune.tuner.host_stubs import host_stub_entries
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class CompileResult:
     spills: int = 0
     reason: str | None = None
     seconds: float = 0.0
-    # Triton cache entries (file name -> bytes) per launch, so another machine can install them.
+    # Triton cache entries (file name -> bytes) per launch, so another machine can install them; where the
+    # CUDA driver is installed also the host modules Triton builds before a first launch (host_stubs.py).
     artifacts: list[dict[str, bytes]] = field(default_factory=list, repr=False)
 
     @property
@@ -171,6 +173,8 @@ def _compile_here(kernel_name: str, problem: dict[str, Any], config: dict[str, A
             shared, regs, spills = max(shared, compiled.metadata.shared), max(regs, launch_regs), spills + launch_spills
             if keep_artifacts:
                 artifacts.append(_cache_artifacts(compiled))
+                artifacts.extend(e for e in host_stub_entries(compiled)
+                                 if e["__dir__"] not in {a.get("__dir__") for a in artifacts})
     except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise there
         status, text = classify_compile_error(exc)
         return CompileResult(status, reason=text, seconds=time.perf_counter() - start)
