@@ -63,7 +63,9 @@ class LaunchBinary(_Model):
 
 
 class Binary(_Model):
-    """The compiled launches of one entry for one target arch and Triton version."""
+    """The compiled launches of one entry for one target arch and Triton version, and (when exported where
+    the CUDA driver is installed) the host modules Triton builds to launch them: ``cuda_utils`` and the
+    per-signature ``__triton_launcher``, used only by processes of the same platform and Python ABI."""
 
     target: str
     triton: str
