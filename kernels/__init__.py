@@ -5,9 +5,10 @@ Kernel modules are imported lazily (``get_kernel(name)`` or ``import aotune.kern
 """
 from __future__ import annotations
 
-from aotune.kernels import _interpreter_fix
+from aotune.kernels import _interpreter_fix, triton_key
 
 _interpreter_fix.apply()
+triton_key.enable_from_env()
 
 from aotune.kernels.base import (  # noqa: E402
     Cost, Kernel, Launch, Problem, get_kernel, kernel_names, max_rel_error, register, rel_error,

@@ -6,10 +6,16 @@ Modes (each a fresh Python process, ``TRITON_CACHE_DIR`` a new empty folder):
               the winner. Over the first ``--autotune-configs`` valid configs of the kernel's space
               (the full space would take minutes per kernel), so it is a lower bound.
   configs   - the loader with a bundle holding this problem's config, no binaries: the JIT compiles it.
-  binaries  - the loader with a bundle that also ships the compiled kernel (Triton cache entries).
-Times: ``import`` (torch + the kernel module), ``first`` (from the call with config=None to the
-synchronized result; input creation excluded), and their sum. Driver stubs Triton builds with the
-host C compiler on first use (cuda_utils, per-signature launchers) are part of every mode's ``first``.
+  binaries  - the loader with a bundle that also ships the compiled kernel (Triton cache entries: cubins
+              and, built on this GPU machine, Triton's host launch modules).
+  binaries+key - binaries, with ``AOTUNE_TRITON_KEY_CACHE=1`` and the install hash stored by an
+              earlier process (``aotune.kernels.triton_key``).
+Times: ``import`` (torch + the kernel module), ``triton key`` (Triton's once-per-process hash of its own
+install, ``triton.runtime.cache.triton_key``: sha256 over libtriton.so and its compiler sources, paid at
+the first JIT launch of any Triton kernel in a process; timed apart here), ``first`` (from the call with
+config=None to the synchronized result; input creation excluded), and their sum. Driver stubs Triton builds with the
+host C compiler on first use (cuda_utils, per-signature launchers) are part of ``first`` in the modes
+without binaries.
 
 Run on the GPU machine: ``python tests/bench/bench_first_launch.py [--kernels selftest,...]``.
 """
@@ -21,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 SAMPLES = {
     "selftest": {"M": 48, "N": 256, "K": 96},
@@ -40,6 +47,9 @@ problem = kernel.problem(json.loads(sys.argv[2]))
 inputs = kernel.make_inputs(problem, 0, "cuda")
 torch.cuda.synchronize()
 mode = sys.argv[3]
+tk = time.perf_counter()
+from triton.runtime.cache import triton_key
+triton_key()  # Triton's once-per-process hash of its own install (sha256 of libtriton.so among others)
 t2 = time.perf_counter()
 if mode == "autotune":
     import triton.testing
@@ -53,7 +63,8 @@ t3 = time.perf_counter()
 from aotune.kernels.runtime import resolve
 from aotune.kernels.device import device_class
 source = "autotune" if mode == "autotune" else resolve(kernel, problem, device_class(None)).source
-print(json.dumps({"import_ms": 1e3 * (t1 - t0), "first_ms": 1e3 * (t3 - t2), "source": source}))
+print(json.dumps({"import_ms": 1e3 * (t1 - t0), "key_ms": 1e3 * (t2 - tk), "first_ms": 1e3 * (t3 - t2),
+                  "source": source}))
 """
 
 PREPARE = r"""
@@ -97,14 +108,19 @@ def bench(name: str, autotune_configs: int) -> list[dict]:
     base = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "AOTUNE_BUNDLES")}
     with tempfile.TemporaryDirectory() as tmp:
         prep = json.loads(run([PREPARE, name, problem, tmp, str(autotune_configs)],
-                              {**base, "TRITON_CACHE_DIR": f"{tmp}/prep-cache"}))
+                              {**base, "TRITON_CACHE_DIR": f"{tmp}/prep-cache", "AOTUNE_TRITON_KEY_CACHE": "1",
+                               "AOTUNE_TRITON_KEY_DIR": f"{tmp}/keys"}))
         rows = []
-        for mode in ("autotune", "configs", "binaries"):
+        for mode in ("autotune", "configs", "binaries", "binaries+key"):
             env = {**base, "TRITON_CACHE_DIR": f"{tmp}/cache-{mode}",
-                   "AOTUNE_BUNDLES": f"{tmp}/{mode}.json" if mode != "autotune" else ""}
+                   "AOTUNE_BUNDLES": f"{tmp}/{mode.split('+')[0]}.json" if mode != "autotune" else ""}
+            if mode == "binaries+key":  # the install hash stored by an earlier process (the prepare step)
+                env.update(AOTUNE_TRITON_KEY_CACHE="1", AOTUNE_TRITON_KEY_DIR=f"{tmp}/keys")
             extra = [json.dumps(prep["autotune"])] if mode == "autotune" else []
             result = json.loads(run([CHILD, name, problem, mode, *extra], env))
+            bundle = Path(tmp, f"{mode.split('+')[0]}.json")
             rows.append({"kernel": name, "mode": mode, **result,
+                         "bundle_kb": round(bundle.stat().st_size / 1024) if bundle.exists() else "",
                          "configs": len(prep["autotune"]) if mode == "autotune" else 1,
                          "has_binary": prep["has_binary"]})
         return rows
@@ -115,18 +131,19 @@ def main() -> None:
     parser.add_argument("--kernels", default=",".join(SAMPLES))
     parser.add_argument("--autotune-configs", type=int, default=8)
     args = parser.parse_args()
-    print("| kernel | mode | configs | import ms | first result ms | total ms | answer source |")
-    print("|---|---|---|---|---|---|---|")
+    print("| kernel | mode | configs | bundle KB | import ms | triton key ms | first result ms | total ms | answer source |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.kernels.split(","):
         try:
             rows = bench(name, args.autotune_configs)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next kernel
-            print(f"| {name} | failed | | | | | {type(exc).__name__}: {str(exc)[-300:]!r} |")
+            print(f"| {name} | failed | | | | | | | {type(exc).__name__}: {str(exc)[-300:]!r} |")
             continue
         for r in rows:
-            binary = "" if r["mode"] != "binaries" or r["has_binary"] else " (no binary compiled)"
-            print(f"| {r['kernel']} | {r['mode']}{binary} | {r['configs']} | {r['import_ms']:.0f} | "
-                  f"{r['first_ms']:.0f} | {r['import_ms'] + r['first_ms']:.0f} | {r['source']} |", flush=True)
+            binary = "" if not r["mode"].startswith("binaries") or r["has_binary"] else " (no binary compiled)"
+            total = r["import_ms"] + r["key_ms"] + r["first_ms"]
+            print(f"| {r['kernel']} | {r['mode']}{binary} | {r['configs']} | {r['bundle_kb']} | {r['import_ms']:.0f} | "
+                  f"{r['key_ms']:.0f} | {r['first_ms']:.0f} | {total:.0f} | {r['source']} |", flush=True)
 
 
 if __name__ == "__main__":
