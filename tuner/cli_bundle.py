@@ -85,6 +85,13 @@ def export_command(
         bundle = _with_binaries(bundle)
     write_bundle(bundle, out)
     console.print(f"wrote {len(bundle.entries)} entries ({len(bundle.devices)} device classes) to {out}")
+    if binaries:
+        from aotune.tuner.host_stubs import cuda_driver_present
+
+        if not cuda_driver_present():
+            console.print("note: no CUDA driver here, so the binaries carry cubins only: a first launch will "
+                          "still build Triton's host launch modules with the C compiler (export on a GPU "
+                          "machine to include them)")
 
 
 @bundle_app.command("import")
