@@ -44,7 +44,8 @@ def binary_for(kernel: str, problem: dict[str, Any], config: dict[str, Any], tar
     """The compiled launches of one config for ``target``, or None when it does not compile or fit."""
     from aotune.tuner.feasibility import compile_candidate
 
-    return binary_of(compile_candidate(kernel, problem, config, target, keep_artifacts=True), target)
+    return binary_of(compile_candidate(kernel, problem, config, target, keep_artifacts=True,
+                                       host_modules=True), target)
 
 
 def binary_of(result: Any, target: str) -> Binary | None:
@@ -189,7 +190,8 @@ def _transfer_one(ranked: Any, target: str, dkey: str, top: int, binaries: bool)
                       f"{ranked.kernel_version} is not the installed kernel's")
         return None
     for config, median in ranked.configs[:top]:
-        result = compile_candidate(ranked.kernel, ranked.problem, config, target, keep_artifacts=binaries)
+        result = compile_candidate(ranked.kernel, ranked.problem, config, target, keep_artifacts=binaries,
+                                   host_modules=binaries)
         if not result.fits:
             continue
         binary = binary_of(result, target) if binaries else None

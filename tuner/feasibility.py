@@ -38,8 +38,9 @@ class CompileResult:
     spills: int = 0
     reason: str | None = None
     seconds: float = 0.0
-    # Triton cache entries (file name -> bytes) per launch, so another machine can install them; where the
-    # CUDA driver is installed also the host modules Triton builds before a first launch (host_stubs.py).
+    # Triton cache entries (file name -> bytes) per launch, so another machine can install them; with
+    # ``host_modules`` (bundles) and a CUDA driver here, also the host modules Triton builds before a first
+    # launch (host_stubs.py). Trials do not ship those: a worker builds each once and keeps it.
     artifacts: list[dict[str, bytes]] = field(default_factory=list, repr=False)
 
     @property
@@ -139,7 +140,7 @@ def _pool(jobs: int) -> ProcessPoolExecutor:
 
 
 def compile_candidate(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str,
-                      *, keep_artifacts: bool = False) -> CompileResult:
+                      *, keep_artifacts: bool = False, host_modules: bool = False) -> CompileResult:
     """Compile every launch of one candidate for ``target``; never raises for a bad config.
 
     Under the interpreter (TRITON_INTERPRET=1) kernels are not JIT functions, so the compilation runs in
@@ -147,12 +148,13 @@ def compile_candidate(kernel_name: str, problem: dict[str, Any], config: dict[st
     """
     if interpreting():
         with _compiler_env(), _pool(1) as pool:
-            return pool.submit(_compile_here, kernel_name, problem, config, target, keep_artifacts).result()
-    return _compile_here(kernel_name, problem, config, target, keep_artifacts)
+            return pool.submit(_compile_here, kernel_name, problem, config, target, keep_artifacts,
+                               host_modules).result()
+    return _compile_here(kernel_name, problem, config, target, keep_artifacts, host_modules)
 
 
 def _compile_here(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str,
-                  keep_artifacts: bool) -> CompileResult:
+                  keep_artifacts: bool, host_modules: bool = False) -> CompileResult:
     import time
 
     from aotune.tuner.failures import classify_compile_error
@@ -173,6 +175,7 @@ def _compile_here(kernel_name: str, problem: dict[str, Any], config: dict[str, A
             shared, regs, spills = max(shared, compiled.metadata.shared), max(regs, launch_regs), spills + launch_spills
             if keep_artifacts:
                 artifacts.append(_cache_artifacts(compiled))
+            if keep_artifacts and host_modules:
                 artifacts.extend(e for e in host_stub_entries(compiled)
                                  if e["__dir__"] not in {a.get("__dir__") for a in artifacts})
     except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise there
