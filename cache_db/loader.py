@@ -37,6 +37,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Union
@@ -258,7 +259,7 @@ class Loader:
             return entry, "exact"
         for name in bucketed:
             value = problem.get(name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
+            if not _numeric(value):
                 continue
             ladder = self._ladder(slot, (kernel, version, device_key), problem, name)
             if not ladder:
@@ -275,15 +276,15 @@ class Loader:
         ladders = self._buckets.get((*where, bucketed))
         if ladders is None:  # every ladder of this slot and field at once: built once, then a dict lookup
             ladders = {}
-            for entry in slot.values():
+            for pid, entry in slot.items():  # slot keys are problem_ids: sorted, so the rest stays sorted
                 tuned = entry.data["problem"].get(bucketed)
-                if isinstance(tuned, (int, float)) and not isinstance(tuned, bool):
-                    rest = problem_id({k: v for k, v in entry.data["problem"].items() if k != bucketed})
-                    ladders.setdefault(rest, []).append((tuned, entry))
+                if _numeric(tuned):
+                    at = pid.index((bucketed, tuned))
+                    ladders.setdefault(pid[:at] + pid[at + 1:], []).append((tuned, entry))
             for ladder in ladders.values():
-                ladder.sort(key=lambda item: item[0])
+                ladder.sort(key=itemgetter(0))
             self._buckets[(*where, bucketed)] = ladders
-        return ladders.get(problem_id({k: v for k, v in problem.items() if k != bucketed}), [])
+        return ladders.get(tuple(item for item in problem_id(problem) if item[0] != bucketed), [])
 
     def _default(self, kernel: str, version: str, problem: Mapping[str, Any], device: DeviceClass,
                  defaults: Defaults, check: Check | None, fits: Fits | None) -> Answer:
@@ -328,6 +329,11 @@ def _usable(device: DeviceClass, check: Check | None) -> Callable[[_Entry], bool
             return False
         return check is None or not check(entry.data["config"])
     return usable
+
+
+def _numeric(value: Any) -> bool:
+    """A value a problem can be bucketed along: an int or a float, not a bool and not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 def _distance(a: float, b: float) -> float:

@@ -345,3 +345,23 @@ def test_nan_and_damaged_sources_are_skipped_not_raised(tmp_path) -> None:
         answer = Loader([bad], defaults=False).lookup("selftest", "v", {"M": 1}, INTERPRETER)
     assert answer.source.startswith("default")
     assert sum(issubclass(w.category, BundleWarning) for w in caught) == 1
+
+
+def test_nan_bucket_value_is_no_neighbour_and_never_raises(tmp_path: Path) -> None:
+    """A database row whose bucketed field reads back as NaN is on no ladder; the lookup still answers."""
+    from aotune.cache_db.schema import BestRow
+    from aotune.cache_db.store import Store
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = Store(url)
+    store.init()
+    for m, bm in ((16, 32), (64, 64)):
+        best = BestRow(config=cfg(bm), median_us=3.0, shared_bytes=8192, source="measured")
+        store.finish_problem("k", V, H100, f"M={m},N=64", {"M": m, "N": 64}, "exhaustive", best, None)
+    store.engine.dispose()
+    con = sqlite3.connect(tmp_path / "db.sqlite")
+    con.execute("""UPDATE problems SET data = '{"M": NaN, "N": 64}' WHERE key = 'M=64,N=64'""")
+    con.commit()
+    con.close()
+    answer = ask(loader.Loader(db_url=url, defaults=False), H100, 128)
+    assert (answer.source, answer.config["BLOCK_M"]) == ("clamped:M=16", 32)
