@@ -333,7 +333,9 @@ def _usable(device: DeviceClass, check: Check | None) -> Callable[[_Entry], bool
 
 def _numeric(value: Any) -> bool:
     """A value a problem can be bucketed along: an int or a float, not a bool and not NaN."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if isinstance(value, float):
+        return not math.isnan(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _distance(a: float, b: float) -> float:

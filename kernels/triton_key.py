@@ -48,7 +48,7 @@ def _well_formed(value: str) -> bool:
         len(d) == 64 and all(c in "0123456789abcdef" for c in d) for d in digests)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_triton_key() -> str:
     """``triton_key()``, read from the store when this install's fingerprint is there, else computed and stored."""
     path = _store() / f"{fingerprint()}.key"

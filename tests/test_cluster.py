@@ -4,8 +4,6 @@ Each node runs the interpreter path; each declared class gets the whole plan and
 """
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,8 @@ from aotune.kernels import get_kernel
 from aotune.tuner.driver import TuneSettings, device_class_of
 from aotune.tuner.jobs import JobOptions, run_job
 from aotune.workers.pool import WorkerPool, local_specs
+
+from .helpers_ray import kill_when
 
 CLASSES = ("cpu-a", "cpu-b")
 
@@ -71,28 +71,13 @@ def test_faults_are_isolated_per_class(cluster, tmp_path: Path) -> None:
 def test_worker_killed_mid_job_loses_nothing(cluster, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     pool = WorkerPool(local_specs(interpreter=True))
-    victim = next(iter(pool.slots))
-    killed = threading.Event()
-
-    def kill_when_busy() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            slot = pool.slots[victim]
-            if slot.ref is not None:
-                time.sleep(0.2)
-                ray.kill(slot.handle, no_restart=True)
-                killed.set()
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=kill_when_busy, daemon=True)
-    thread.start()
+    thread, killed = kill_when(pool, lambda _task: True, delay_s=0.2, poll_s=0.05)
     try:
         result = run_job(JobOptions(grid="smoke", db=url, interpreter=True), pool=pool)
     finally:
         pool.shutdown()
     thread.join()
-    assert killed.is_set()
+    assert killed
     assert all(p.problems_done == 2 for p in result.progress.values())
     assert pool.slots == {} and _device_keys(url) == {f"cpu/interp/{label}" for label in CLASSES}
     kernel = get_kernel("selftest")

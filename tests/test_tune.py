@@ -18,6 +18,7 @@ from aotune.tuner.driver import TuneSettings
 from aotune.tuner.jobs import JobOptions, init_ray, run_job
 
 from .helpers_db import postgres_reachable, postgres_schema_url
+from .helpers_ray import kill_when
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -94,26 +95,11 @@ def test_killed_driver_resumes_without_repeating(tmp_path: Path) -> None:
 
 def test_worker_killed_while_building_inputs_loses_no_problem(tmp_path: Path) -> None:
     """A worker killed during a problem's setup (inputs + reference) is replaced and the setup retried."""
-    import threading
-
     from aotune.workers.pool import WorkerPool, local_specs
 
     url = f"sqlite:///{tmp_path / 'setup-kill.db'}"
     pool = WorkerPool(local_specs(interpreter=True))
-    killed: list[str] = []
-
-    def kill_during_setup() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            for name, slot in list(pool.slots.items()):
-                if slot.ref is not None and slot.tag is not None and slot.tag.request is None:
-                    ray.kill(slot.handle, no_restart=True)
-                    killed.append(name)
-                    return
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=kill_during_setup, daemon=True)
-    thread.start()
+    thread, killed = kill_when(pool, lambda task: task.request is None)  # building inputs, not a trial
     try:
         result = run_job(JobOptions(grid="smoke", db=url, interpreter=True), pool=pool)
     finally:

@@ -35,7 +35,10 @@ def _launcher_source(compiled: Any) -> str:
     from triton.backends.nvidia import driver as nv
 
     src = compiled.src
-    arg_index = lambda x: (src.fn.arg_names.index(x),) if isinstance(x, str) else x  # noqa: E731
+
+    def arg_index(x: Any) -> Any:
+        return (src.fn.arg_names.index(x),) if isinstance(x, str) else x
+
     constants = {arg_index(idx): value for idx, value in getattr(src, "constants", {}).items()}
     return nv.make_launcher(constants, dict(src.signature), getattr(compiled.metadata, "tensordesc_meta", None))
 
