@@ -8,7 +8,8 @@ from typing import Any
 
 import ray
 
-from aotune.workers.pool import WorkerPool
+from aotune.tuner.jobs import JobOptions, JobResult, run_job
+from aotune.workers.pool import WorkerPool, local_specs
 
 
 def kill_when(pool: WorkerPool, busy_with: Callable[[Any], bool], *, delay_s: float = 0.0,
@@ -31,3 +32,17 @@ def kill_when(pool: WorkerPool, busy_with: Callable[[Any], bool], *, delay_s: fl
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread, killed
+
+
+def smoke_job_with_a_kill(url: str, busy_with: Callable[[Any], bool],
+                          **kill_options: float) -> tuple[JobResult, list[str], WorkerPool]:
+    """Tune the smoke grid on interpreter workers into ``url`` while ``kill_when`` kills one of them;
+    returns the job's result, the killed worker names and the (shut down) pool."""
+    pool = WorkerPool(local_specs(interpreter=True))
+    thread, killed = kill_when(pool, busy_with, **kill_options)
+    try:
+        result = run_job(JobOptions(grid="smoke", db=url, interpreter=True), pool=pool)
+    finally:
+        pool.shutdown()
+    thread.join()
+    return result, killed, pool

@@ -14,9 +14,9 @@ from aotune.cache_db.store import Store
 from aotune.kernels import get_kernel
 from aotune.tuner.driver import TuneSettings, device_class_of
 from aotune.tuner.jobs import JobOptions, run_job
-from aotune.workers.pool import WorkerPool, local_specs
+from aotune.workers.pool import local_specs
 
-from .helpers_ray import kill_when
+from .helpers_ray import smoke_job_with_a_kill
 
 CLASSES = ("cpu-a", "cpu-b")
 
@@ -70,13 +70,7 @@ def test_faults_are_isolated_per_class(cluster, tmp_path: Path) -> None:
 
 def test_worker_killed_mid_job_loses_nothing(cluster, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'kill.db'}"
-    pool = WorkerPool(local_specs(interpreter=True))
-    thread, killed = kill_when(pool, lambda _task: True, delay_s=0.2, poll_s=0.05)
-    try:
-        result = run_job(JobOptions(grid="smoke", db=url, interpreter=True), pool=pool)
-    finally:
-        pool.shutdown()
-    thread.join()
+    result, killed, pool = smoke_job_with_a_kill(url, lambda _task: True, delay_s=0.2, poll_s=0.05)
     assert killed
     assert all(p.problems_done == 2 for p in result.progress.values())
     assert pool.slots == {} and _device_keys(url) == {f"cpu/interp/{label}" for label in CLASSES}

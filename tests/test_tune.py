@@ -18,7 +18,7 @@ from aotune.tuner.driver import TuneSettings
 from aotune.tuner.jobs import JobOptions, init_ray, run_job
 
 from .helpers_db import postgres_reachable, postgres_schema_url
-from .helpers_ray import kill_when
+from .helpers_ray import smoke_job_with_a_kill
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -95,16 +95,9 @@ def test_killed_driver_resumes_without_repeating(tmp_path: Path) -> None:
 
 def test_worker_killed_while_building_inputs_loses_no_problem(tmp_path: Path) -> None:
     """A worker killed during a problem's setup (inputs + reference) is replaced and the setup retried."""
-    from aotune.workers.pool import WorkerPool, local_specs
-
     url = f"sqlite:///{tmp_path / 'setup-kill.db'}"
-    pool = WorkerPool(local_specs(interpreter=True))
-    thread, killed = kill_when(pool, lambda task: task.request is None)  # building inputs, not a trial
-    try:
-        result = run_job(JobOptions(grid="smoke", db=url, interpreter=True), pool=pool)
-    finally:
-        pool.shutdown()
-    thread.join()
+    # killed while building inputs, not during a trial
+    result, killed, _pool = smoke_job_with_a_kill(url, lambda task: task.request is None)
     assert killed
     progress = result.progress[INTERPRETER.key]
     assert progress.statuses["setup_failed"] == 0 and progress.problems_done == 2
