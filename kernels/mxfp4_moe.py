@@ -39,6 +39,7 @@ import torch
 import triton
 
 from aotune.kernels._moe_checks import ACTIVATIONS, LAYOUTS, check_inputs
+from aotune.kernels._moe_gemv import _moe_gemv1, _moe_gemv2
 from aotune.kernels._moe_kernels import _moe_align, _moe_gemm1, _moe_gemm2, _moe_reduce
 from aotune.kernels.base import Cost, Inputs, Kernel, Launch, Problem
 from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
@@ -56,7 +57,7 @@ def _pow2(n: int) -> int:
 
 def _workspace(p: MoEProblem, cfg: Config, device: torch.device | str, ids: torch.Tensor) -> Tensors:
     """Per-call buffers of the launches (sizes depend only on the problem and the config)."""
-    t, decode = p.M * p.top_k, cfg["PATH"] == "decode"
+    t, decode = p.M * p.top_k, cfg["PATH"] != "prefill"
     atomic = not decode or cfg["SPLIT_K"] > 1
     dst_rows = t if decode else p.M
     ws = {
@@ -75,12 +76,32 @@ def _workspace(p: MoEProblem, cfg: Config, device: torch.device | str, ids: torc
 
 def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Config) -> list[tuple[Launch, tuple]]:
     """The launches (and grids) of one call; shared by the launcher and ``launches`` (meta tensors)."""
+    if cfg["PATH"] == "gemv":
+        gemms = _gemv_launches(ts, p, limit, cfg)
+    else:
+        gemms = _dot_launches(ts, p, limit, cfg)
+    per_token = cfg["PATH"] == "prefill"
+    dst, ids = ts["dst"], ts["topk_ids"]
+    block = min(_REDUCE_BLOCK, _pow2(p.K))
+    red = (dst, ids, ts["out"], p.K, p.E, p.top_k, float(scale), dst.stride(0), ts["out"].stride(0))
+    return gemms + [(Launch(_moe_reduce, red, dict(PER_SLOT=not per_token, BLOCK=block, num_warps=4)),
+                     (p.M, triton.cdiv(p.K, block)))]
+
+
+def _bias_args(ts: Tensors, p: MoEProblem) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """(b13, b2, stride_b13, stride_b2); without biases the routing weights stand in (never read)."""
+    if p.has_bias:
+        return ts["w13_bias"], ts["w2_bias"], ts["w13_bias"].stride(0), ts["w2_bias"].stride(0)
+    return ts["topk_weights"], ts["topk_weights"], 0, 0
+
+
+def _dot_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) -> list[tuple[Launch, tuple]]:
+    """Tensor-core paths ("decode", "prefill"): [moe_align,] GEMM1, GEMM2."""
     t, decode, bm, bn = p.M * p.top_k, cfg["PATH"] == "decode", cfg["BLOCK_M"], cfg["BLOCK_N"]
     num_m = t if decode else triton.cdiv(t, bm) + min(t, p.E)
     per_token, split_k = not decode, cfg["SPLIT_K"]
     has_bias = p.has_bias
-    b13 = ts["w13_bias"] if has_bias else ts["topk_weights"]
-    b2 = ts["w2_bias"] if has_bias else ts["topk_weights"]
+    b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
     tiles = dict(DECODE=decode, T_PAD=max(16, _pow2(t)) if decode else 16, BLOCK_M=bm, BLOCK_N=bn,
                  BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg["GROUP_M"], G=p.group_size,
                  DEQ=_DEQ[cfg["DEQ"]], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
@@ -94,22 +115,37 @@ def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Co
     w13, s13, w2, s2 = ts["w13"], ts["w13_scale"], ts["w2"], ts["w2_scale"]
     g1 = (ts["x"], w13, s13, b13, inter, *route, t, p.K, p.I, p.E, p.top_k, num_m,
           float("inf") if limit is None else limit, p.K, w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1),
-          b13.stride(0) if has_bias else 0, inter.stride(0))
+          stride_b13, inter.stride(0))
     bk = cfg["BLOCK_K"]
     kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=has_bias, **tiles,
                EVEN_K=p.K % bk == 0)
     out.append((Launch(_moe_gemm1, g1, kw1), (num_m * triton.cdiv(p.I, bn // 2),)))
     g2 = (inter, w2, s2, b2, dst, ts["topk_weights"], *route, t, p.K, p.I, p.E, p.top_k, num_m,
-          inter.stride(0), w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1),
-          b2.stride(0) if has_bias else 0, dst.stride(0))
+          inter.stride(0), w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
     kw2 = dict(HAS_BIAS=has_bias, PER_TOKEN=per_token, ATOMIC=per_token or split_k > 1, SPLIT_K=split_k, **tiles,
                EVEN_K=p.I % bk == 0)
     out.append((Launch(_moe_gemm2, g2, kw2), (num_m * triton.cdiv(p.K, bn) * split_k,)))
-    block = min(_REDUCE_BLOCK, _pow2(p.K))
-    red = (dst, ids, ts["out"], p.K, p.E, p.top_k, float(scale), dst.stride(0), ts["out"].stride(0))
-    out.append((Launch(_moe_reduce, red, dict(PER_SLOT=not per_token, BLOCK=block, num_warps=4)),
-                (p.M, triton.cdiv(p.K, block))))
     return out
+
+
+def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) -> list[tuple[Launch, tuple]]:
+    """FMA path ("gemv", _moe_gemv.py): GEMM1 and GEMM2 over (slot, N tile[, K split]); bf16 pairs as int32."""
+    t, bn, bk, split_k = p.M * p.top_k, cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"]
+    b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
+    tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=bn, BLOCK_K=bk, G=p.group_size,
+                 ASM=cfg["DEQ"] == "group_asm", num_warps=cfg["num_warps"], num_stages=1)
+    x32, inter, dst, ids = ts["x"].view(torch.int32), ts["inter"], ts["dst"], ts["topk_ids"]
+    inter32 = inter.view(torch.int32)
+    w13, s13, w2, s2 = ts["w13"], ts["w13_scale"], ts["w2"], ts["w2_scale"]
+    g1 = (x32, w13, s13, b13, inter, ids, t, p.K, p.I, p.E, p.top_k, float("inf") if limit is None else limit,
+          x32.stride(0), w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0))
+    kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias, **tiles,
+               EVEN_K=p.K % bk == 0)
+    g2 = (inter32, w2, s2, b2, dst, ts["topk_weights"], ids, t, p.K, p.I, p.E, p.top_k, inter32.stride(0),
+          w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
+    kw2 = dict(HAS_BIAS=p.has_bias, ATOMIC=split_k > 1, SPLIT_K=split_k, **tiles, EVEN_K=p.I % bk == 0)
+    return [(Launch(_moe_gemv1, g1, kw1), (t * triton.cdiv(p.I, bn // 2),)),
+            (Launch(_moe_gemv2, g2, kw2), (t * triton.cdiv(p.K, bn) * split_k,))]
 
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
@@ -138,6 +174,8 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: t
         raise ValueError(f"config: DEQ {config['DEQ']!r} needs a CUDA GPU (not the CPU interpreter)")
     if problem.M == 0:
         return torch.empty_like(x)
+    if config["PATH"] == "gemv" and x.data_ptr() % 4:
+        x = x.clone()  # the gemv path reads bf16 pairs as int32 (a view of x at an odd element offset fails)
     ts = dict(x=x, w13=w13, w13_scale=w13_scale, w2=w2, w2_scale=w2_scale, topk_ids=topk_ids,
               topk_weights=topk_weights, w13_bias=w13_bias, w2_bias=w2_bias)
     ts.update(_workspace(problem, config, x.device, topk_ids))
@@ -211,7 +249,7 @@ def _block_k_fits(config: Config, p: MoEProblem) -> str | None:
         return f"BLOCK_K {config['BLOCK_K']} exceeds min(K, I) rounded up to a power of two"
     if config["DEQ"] == "dot_scaled" and p.group_size != 32:
         return "DEQ dot_scaled needs group_size 32 (MX scale blocks)"
-    if config["DEQ"] in ("group", "group_asm") and p.group_size < 32:
+    if config["DEQ"] in ("group", "group_asm") and p.group_size < 32 and config["PATH"] != "gemv":
         return "DEQ group needs group_size >= 32 (one tl.dot of K >= 16 per nibble half)"
     return None
 
@@ -227,12 +265,22 @@ def _tiles_fit(config: Config, p: MoEProblem) -> str | None:
 
 
 def _path_fits(config: Config, p: MoEProblem) -> str | None:
-    if config["PATH"] != "decode":
+    path = config["PATH"]
+    if path == "gemv":
+        if config["BLOCK_M"] > 2:
+            return "gemv path: BLOCK_M (tokens per pass over an expert's weights) is 1 or 2"
+        if config["DEQ"] not in ("arith", "group_asm"):
+            return "gemv path: DEQ is arith (portable) or group_asm (PTX decode); the others are the same or n/a"
+        if config["num_stages"] != 1:
+            return "gemv path: no software pipelining (num_stages 1 only)"
+    elif config["BLOCK_M"] < 16 or config["BLOCK_N"] < 32:
+        return f"{path} path: tl.dot needs BLOCK_M >= 16 and BLOCK_N >= 32"
+    if path == "prefill":
         return None
     if _slots(p) > _DECODE_MAX_SLOTS or max(16, _pow2(_slots(p))) * config["BLOCK_M"] > 16384:
-        return f"decode path: M*top_k={_slots(p)} too large for BLOCK_M {config['BLOCK_M']}"
+        return f"{path} path: M*top_k={_slots(p)} too large for BLOCK_M {config['BLOCK_M']}"
     if config["GROUP_M"] != 1:
-        return "decode path: GROUP_M has no effect, only 1 is kept"
+        return f"{path} path: GROUP_M has no effect, only 1 is kept"
     return None
 
 
@@ -253,8 +301,8 @@ SGLANG_SM120 = [
 
 SPACE = ConfigSpace(
     params={
-        "PATH": Choice("decode", "prefill"), "BLOCK_M": Choice(16, 32, 64, 128),
-        "BLOCK_N": Choice(32, 64, 128, 256), "BLOCK_K": Choice(64, 128, 256), "GROUP_M": Choice(1, 8),
+        "PATH": Choice("decode", "prefill", "gemv"), "BLOCK_M": Choice(1, 2, 16, 32, 64, 128),
+        "BLOCK_N": Choice(8, 16, 32, 64, 128, 256), "BLOCK_K": Choice(64, 128, 256), "GROUP_M": Choice(1, 8),
         "SPLIT_K": Choice(1, 2, 4), "DEQ": Choice("arith", "group", "group_asm", "dot_scaled"),
         "num_warps": Choice(2, 4, 8), "num_stages": Choice(1, 2, 3, 4),
     },
@@ -360,7 +408,7 @@ KERNEL = Kernel(
     launches=launches,
     cost=cost,
     tolerance=1e-2,
-    source_modules=(__name__, "aotune.kernels._moe_kernels", "aotune.kernels._moe_checks",
-                    "aotune.kernels.formats.mxfp4"),
+    source_modules=(__name__, "aotune.kernels._moe_kernels", "aotune.kernels._moe_gemv",
+                    "aotune.kernels._moe_checks", "aotune.kernels.formats.mxfp4"),
     timing="graph",
 )

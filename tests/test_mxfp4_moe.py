@@ -83,9 +83,20 @@ CASES = [  # (problem fields, config overrides): odd M, K/I tails, both paths, s
     (dict(M=3, K=64, I=64, E=2, top_k=2, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(PATH="prefill", DEQ="group")),
 ]
+_GEMV = dict(PATH="gemv", num_stages=1)
+GEMV_CASES = [  # the FMA path: 1 or 2 tokens per pass, K/I tails, split-K, tiny tiles, group 16, all layouts
+    (dict(M=5, K=160, I=96, E=6, top_k=3), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=64)),
+    (dict(M=5, K=160, I=96, E=6, top_k=3, layout="up_gate"), dict(_GEMV, BLOCK_M=2, BLOCK_N=32, BLOCK_K=64)),
+    (dict(M=3, K=96, I=128, E=4, top_k=2, layout="interleaved"),
+     dict(_GEMV, BLOCK_M=2, BLOCK_N=8, BLOCK_K=32, SPLIT_K=2)),
+    (dict(M=7, K=96, I=96, E=5, top_k=2, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_GEMV, BLOCK_M=2, BLOCK_N=16, BLOCK_K=32, SPLIT_K=2)),
+    (dict(M=9, K=128, I=48, E=3, top_k=2, group_size=16), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=32)),
+    (dict(M=20, K=64, I=64, E=2, top_k=2), dict(_GEMV, BLOCK_M=2, BLOCK_N=32, BLOCK_K=64)),  # 10 passes
+]
 
 
-@pytest.mark.parametrize("fields,overrides", CASES)
+@pytest.mark.parametrize("fields,overrides", CASES + GEMV_CASES)
 def test_kernel_matches_reference(fields: dict, overrides: dict) -> None:
     problem = MoEProblem(**fields)
     inputs = _inputs(problem, seed=fields["M"])
@@ -165,6 +176,22 @@ def test_launches_on_meta_tensors() -> None:
     decode = launches(problem, CFG)
     assert [launch.fn.__name__ for launch in prefill] == ["_moe_align", "_moe_gemm1", "_moe_gemm2", "_moe_reduce"]
     assert [launch.fn.__name__ for launch in decode] == ["_moe_gemm1", "_moe_gemm2", "_moe_reduce"]
+    gemv = launches(problem, dict(CFG, PATH="gemv", BLOCK_M=2, num_stages=1))
+    assert [launch.fn.__name__ for launch in gemv] == ["_moe_gemv1", "_moe_gemv2", "_moe_reduce"]
+
+
+@pytest.mark.parametrize("overrides,reason", [
+    (dict(PATH="gemv", BLOCK_M=16, num_stages=1), "BLOCK_M"),
+    (dict(PATH="gemv", BLOCK_M=1, DEQ="dot_scaled", num_stages=1), "DEQ"),
+    (dict(PATH="gemv", BLOCK_M=1, num_stages=2), "num_stages"),
+    (dict(PATH="gemv", BLOCK_M=1, GROUP_M=8, num_stages=1), "GROUP_M"),
+    (dict(PATH="decode", BLOCK_M=2), "tl.dot"),
+    (dict(PATH="prefill", BLOCK_N=16), "tl.dot"),
+])
+def test_space_keeps_paths_apart(overrides: dict, reason: str) -> None:
+    problem = MoEProblem(M=4, K=4096, I=256, E=256, top_k=6)
+    assert SPACE.check(dict(CFG, PATH="gemv", BLOCK_M=1, num_stages=1), problem) is None
+    assert reason in SPACE.check(dict(CFG, **overrides), problem)
 
 
 def test_kernel_interface_runs_against_reference() -> None:
@@ -203,6 +230,13 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
      dict(PATH="prefill", BLOCK_M=32, BLOCK_N=128, BLOCK_K=128, DEQ="group_asm", num_warps=8)),
     (dict(M=517, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(PATH="prefill", BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, DEQ="dot_scaled", num_warps=8)),
+    (dict(M=1, K=4096, I=256, E=256, top_k=6), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, DEQ="group_asm",
+                                                     num_warps=2)),
+    (dict(M=32, K=4096, I=2048, E=256, top_k=6), dict(_GEMV, BLOCK_M=2, BLOCK_N=64, BLOCK_K=256,
+                                                       DEQ="group_asm", SPLIT_K=2)),
+    (dict(M=8, K=4096, I=256, E=256, top_k=6), dict(_GEMV, BLOCK_M=1, BLOCK_N=32, BLOCK_K=128)),
+    (dict(M=5, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_GEMV, BLOCK_M=2, BLOCK_N=32, BLOCK_K=256, DEQ="group_asm")),  # 2880 % 256: masked tails
 ]
 
 

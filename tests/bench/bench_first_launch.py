@@ -17,7 +17,8 @@ config=None to the synchronized result; input creation excluded), and their sum.
 host C compiler on first use (cuda_utils, per-signature launchers) are part of ``first`` in the modes
 without binaries.
 
-Run on the GPU machine: ``python tests/bench/bench_first_launch.py [--kernels selftest,...]``.
+Run on the GPU machine: ``python tests/bench/bench_first_launch.py [--kernels selftest,...] [--modes binaries+key]
+[--profile-dir DIR]`` (``--profile-dir``: a cProfile of each first call, top 40 by cumulative time).
 """
 from __future__ import annotations
 
@@ -57,7 +58,20 @@ if mode == "autotune":
     times = [triton.testing.do_bench(lambda c=c: kernel.run(inputs, c), warmup=25, rep=100) for c in configs]
     out = kernel.run(inputs, configs[times.index(min(times))])
 else:
+    profile_to = os.environ.get("BENCH_PROFILE")
+    if profile_to:
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
     out = kernel.run(inputs, None)
+    torch.cuda.synchronize()
+    if profile_to:
+        profiler.disable()
+        import io, pstats
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+        with open(profile_to, "w") as handle:
+            handle.write(text.getvalue())
 torch.cuda.synchronize()
 t3 = time.perf_counter()
 from aotune.kernels.runtime import resolve
@@ -103,7 +117,10 @@ def run(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def bench(name: str, autotune_configs: int) -> list[dict]:
+MODES = ("autotune", "configs", "binaries", "binaries+key")
+
+
+def bench(name: str, autotune_configs: int, modes: tuple[str, ...] = MODES, profile_dir: str = "") -> list[dict]:
     problem = json.dumps(SAMPLES[name])
     base = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "AOTUNE_BUNDLES")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,11 +128,13 @@ def bench(name: str, autotune_configs: int) -> list[dict]:
                               {**base, "TRITON_CACHE_DIR": f"{tmp}/prep-cache", "AOTUNE_TRITON_KEY_CACHE": "1",
                                "AOTUNE_TRITON_KEY_DIR": f"{tmp}/keys"}))
         rows = []
-        for mode in ("autotune", "configs", "binaries", "binaries+key"):
+        for mode in modes:
             env = {**base, "TRITON_CACHE_DIR": f"{tmp}/cache-{mode}",
                    "AOTUNE_BUNDLES": f"{tmp}/{mode.split('+')[0]}.json" if mode != "autotune" else ""}
             if mode == "binaries+key":  # the install hash stored by an earlier process (the prepare step)
                 env.update(AOTUNE_TRITON_KEY_CACHE="1", AOTUNE_TRITON_KEY_DIR=f"{tmp}/keys")
+            if profile_dir and mode != "autotune":  # cProfile of the first call (slower: read only the shares)
+                env["BENCH_PROFILE"] = f"{profile_dir}/{name}-{mode}.txt"
             extra = [json.dumps(prep["autotune"])] if mode == "autotune" else []
             result = json.loads(run([CHILD, name, problem, mode, *extra], env))
             bundle = Path(tmp, f"{mode.split('+')[0]}.json")
@@ -130,12 +149,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kernels", default=",".join(SAMPLES))
     parser.add_argument("--autotune-configs", type=int, default=8)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--profile-dir", default="", help="write a cProfile of each first call here")
     args = parser.parse_args()
     print("| kernel | mode | configs | bundle KB | import ms | triton key ms | first result ms | total ms | answer source |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.kernels.split(","):
         try:
-            rows = bench(name, args.autotune_configs)
+            rows = bench(name, args.autotune_configs, tuple(args.modes.split(",")), args.profile_dir)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next kernel
             print(f"| {name} | failed | | | | | | | {type(exc).__name__}: {str(exc)[-300:]!r} |")
             continue

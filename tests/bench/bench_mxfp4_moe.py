@@ -11,7 +11,8 @@ set and routing, rotated so that the active weights are not in L2 (>= 256 MB bet
 set); the calls are captured in one CUDA graph, the replay is timed with CUDA events, median of
 ``--reps`` replays, divided by the number of calls. Every candidate is first compiled ahead of time in
 16 processes (Triton's cache is then hit by the JIT). Usage:
-``python3 tests/bench/bench_mxfp4_moe.py [--reps 15] [--budget-s 300] [--json out.json]``.
+``python3 tests/bench/bench_mxfp4_moe.py [--reps 15] [--budget-s 300] [--json out.json] [--tokens 1,8,32]
+[--paths gemv,decode]``.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ TOKENS = (1, 8, 32, 128, 1024, 4096)
 _BASE = dict(GROUP_M=1, SPLIT_K=1)
 _DECODE_TILES = [(32, 256, 4), (64, 128, 4), (128, 128, 8), (64, 128, 8)]
 _PREFILL_TILES = [(64, 128, 4, 3), (128, 128, 8, 3), (256, 64, 8, 3), (128, 64, 4, 4)]
+# PATH gemv: (BLOCK_M tokens per pass, BLOCK_N rows, BLOCK_K, num_warps, SPLIT_K)
+_GEMV_TILES = [(1, 8, 256, 2, 1), (1, 16, 256, 2, 1), (1, 32, 256, 4, 1), (1, 64, 256, 4, 1), (1, 32, 128, 2, 1),
+               (1, 64, 256, 4, 2), (2, 16, 256, 2, 1), (2, 32, 256, 4, 1), (2, 64, 256, 4, 1), (2, 64, 256, 8, 1)]
 
 
 def _events_ms(fn: Callable[[], Any], reps: int) -> list[float]:
@@ -105,6 +109,11 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
                             num_stages=stages, **_BASE))
         out.append(dict(PATH="decode", BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, DEQ="group_asm", num_warps=4,
                         num_stages=3, GROUP_M=1, SPLIT_K=2))
+        for bm, bn, bk, warps, split in _GEMV_TILES:
+            out.append(dict(PATH="gemv", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DEQ="group_asm", num_warps=warps,
+                            num_stages=1, GROUP_M=1, SPLIT_K=split))
+        out.append(dict(PATH="gemv", BLOCK_M=1, BLOCK_N=32, BLOCK_K=256, DEQ="arith", num_warps=4, num_stages=1,
+                        **_BASE))
     if p.M >= 32:
         for bm in (16, 32, 64, 128):
             if min(64, p.M // 4) <= bm <= max(32, p.M // 2):
@@ -202,10 +211,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--budget-s", type=float, default=300.0)
     parser.add_argument("--json", default="")
+    parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="comma-separated M values")
+    parser.add_argument("--paths", default="decode,prefill,gemv", help="PATH values swept (SGLang's set always)")
     args = parser.parse_args()
     start = time.time()
-    problems = [(n, MoEProblem(M=m, **f)) for n, f in MODELS.items() for m in TOKENS]
-    plans = {(n, p.M): sweep(p) for n, p in problems}
+    tokens, paths = [int(m) for m in args.tokens.split(",")], set(args.paths.split(","))
+    problems = [(n, MoEProblem(M=m, **f)) for n, f in MODELS.items() for m in tokens]
+    plans = {(n, p.M): [c for c in sweep(p) if c.get("_sglang") or c["PATH"] in paths] for n, p in problems}
     jobs = [(p.to_dict(), _plain(c)) for n, p in problems for c in plans[(n, p.M)]]
     try:
         statuses = precompile(jobs)

@@ -1,0 +1,239 @@
+"""GEMV path of the MXFP4 MoE (config ``PATH="gemv"``): decode batches on the FMA units, no tensor cores.
+
+At decode each active expert gets one or two tokens. A tensor-core tile pads those to 16 rows, and in
+Triton 3.6 the weights then travel global -> shared -> registers with about 7.7 SASS instructions per
+weight (BENCHMARKS.md), half the H200's copy bandwidth at best. Here a program streams BLOCK_N weight
+rows of one expert straight into registers (16-byte loads), decodes each byte's two E2M1 nibbles to
+fp32 and multiplies them by ``BLOCK_M`` (1 or 2) tokens' activations with fp32 FMAs; each scale group's
+sum is scaled by its E8M0 factor. Every product is exact in fp32, as on the tensor-core paths; only the
+order of the fp32 sums differs.
+
+Grid and routing as on the decode path (``_owner``: the first slot of each expert does the work, no
+sort, CUDA-graph safe). The first GEMM computes BLOCK_N/2 gate and BLOCK_N/2 up rows in one tile; the
+second may split K (fp32 atomics into the per-slot buffer). Latency is hidden by occupancy (about 64-128
+registers per thread): Triton's pipeliner only stages loads that feed ``tl.dot``, and a prefetched uint8
+tile carried across iterations was unpacked to one byte per register (more instructions, not fewer).
+
+E2M1 -> fp32: ``ASM`` (GPU only, sm_89+) maps each nibble to an E4M3 byte with integer ops
+(s e1 e0 m -> s 0 0 e1 e0 m 0 0, exactly the value times 2**-6), converts two bytes per
+``cvt.rn.f16x2.e4m3x2`` and widens to fp32; otherwise the fp16-bits decode of ``_moe_kernels``
+(value times 2**-14), which the CPU interpreter runs. Activations are read as int32 pairs of bf16
+(even K in the low half), which widen to fp32 with one shift or mask each.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from aotune.kernels._moe_kernels import _bf16_rne, _chunk_rows, _owner, _tile_ids
+
+
+@triton.jit
+def _e2m1_f32_asm(w):
+    """GPU only: 4 E2M1 bytes per 32-bit register -> (low nibbles, high nibbles) in fp32, times 2**-6."""
+    return tl.inline_asm_elementwise(
+        asm="""{
+        .reg .b32 a, b, e0, e1, p0, p1, p2, p3;
+        .reg .b16 l0, l1, l2, l3, q0, q1, q2, q3, r0, r1, r2, r3;
+        and.b32 a, $8, 0x07070707; shl.b32 a, a, 2; and.b32 b, $8, 0x08080808; shl.b32 b, b, 4; or.b32 e0, a, b;
+        shr.b32 a, $8, 2; and.b32 a, a, 0x1C1C1C1C; and.b32 b, $8, 0x80808080; or.b32 e1, a, b;
+        mov.b32 {l0, l1}, e0;
+        mov.b32 {l2, l3}, e1;
+        cvt.rn.f16x2.e4m3x2 p0, l0;
+        cvt.rn.f16x2.e4m3x2 p1, l1;
+        cvt.rn.f16x2.e4m3x2 p2, l2;
+        cvt.rn.f16x2.e4m3x2 p3, l3;
+        mov.b32 {q0, q1}, p0; mov.b32 {q2, q3}, p1;
+        mov.b32 {r0, r1}, p2; mov.b32 {r2, r3}, p3;
+        cvt.f32.f16 $0, q0; cvt.f32.f16 $1, q1; cvt.f32.f16 $2, q2; cvt.f32.f16 $3, q3;
+        cvt.f32.f16 $4, r0; cvt.f32.f16 $5, r1; cvt.f32.f16 $6, r2; cvt.f32.f16 $7, r3;
+        }""",
+        constraints="=r,=r,=r,=r,=r,=r,=r,=r,r",
+        args=[w],
+        dtype=(tl.float32, tl.float32),
+        is_pure=True,
+        pack=4,
+    )
+
+
+@triton.jit
+def _e2m1_f32(w, ASM: tl.constexpr):
+    """E2M1 bytes -> (low, high nibble) as exact fp32 values, times 2**-6 (ASM) or 2**-14."""
+    if ASM:
+        lo, hi = _e2m1_f32_asm(w)
+    else:
+        w16 = w.to(tl.uint16)
+        lo = (((w16 & 7) << 9) | ((w16 & 8) << 12)).to(tl.float16, bitcast=True).to(tl.float32)
+        hi = (((w16 & 0x70) << 5) | ((w16 & 0x80) << 8)).to(tl.float16, bitcast=True).to(tl.float32)
+    return lo, hi
+
+
+@triton.jit
+def _load_masked(ptrs, idx, limit, other, EVEN: tl.constexpr):
+    """Load a [rows, k] or [k] tile; ``EVEN``: every element exists, else mask ``idx >= limit``."""
+    if EVEN:
+        out = tl.load(ptrs)
+    else:
+        out = tl.load(ptrs, mask=idx < limit, other=other)
+    return out
+
+
+@triton.jit
+def _row_sums(lo, hi, sf, x_ptrs, kp, pairs_left, BN: tl.constexpr, BK: tl.constexpr, G: tl.constexpr,
+              EVEN_K: tl.constexpr):
+    """[BN]-row partial dot products with one token's BK activations, each scale group times its factor."""
+    # [BN, BK/2] pointers, equal along the rows: the load takes the weight tile's layout (no shared-memory
+    # round trip), and the compiler folds the repeated loads and conversions of each thread.
+    xp = _load_masked(x_ptrs[None, :] + tl.zeros((BN, 1), tl.int32), kp[None, :], pairs_left, 0, EVEN_K)
+    x_even = (xp << 16).to(tl.float32, bitcast=True)
+    x_odd = (xp & -65536).to(tl.float32, bitcast=True)
+    p = lo * x_even + hi * x_odd
+    return tl.sum(tl.reshape(p, (BN, BK // G, G // 2)), axis=2) * sf
+
+
+@triton.jit
+def _gemv(x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, k_lo, k_hi, K, BN: tl.constexpr, BK: tl.constexpr,
+          G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr):
+    """Dot products of BN weight rows (pointers at K index ``k_lo``) with R <= 2 tokens over [k_lo, k_hi).
+
+    ``x*_ptrs`` point at the tokens' bf16 pairs (int32) at ``k_lo``. Returns two [BN] fp32 vectors (the
+    second is zeros when R == 1), times 2**-6 (ASM) or 2**-14."""
+    KB: tl.constexpr = BK // 2
+    kp = tl.arange(0, KB)
+    ks = tl.arange(0, BK // G)
+    acc0 = tl.zeros((BN, BK // G), tl.float32)
+    acc1 = tl.zeros((BN, BK // G), tl.float32)
+    for k0 in range(k_lo, k_hi, BK):
+        w = _load_masked(w_ptrs, kp[None, :], (K - k0) // 2, 0, EVEN_K)
+        s = _load_masked(s_ptrs, ks[None, :], (K - k0) // G, 127, EVEN_K).to(tl.uint32)
+        sf = ((s << 23) | ((s == 255).to(tl.uint32) << 22)).to(tl.float32, bitcast=True)
+        lo, hi = _e2m1_f32(w, ASM)
+        acc0 += _row_sums(lo, hi, sf, x0_ptrs, kp, (K - k0) // 2, BN, BK, G, EVEN_K)
+        if R == 2:
+            acc1 += _row_sums(lo, hi, sf, x1_ptrs, kp, (K - k0) // 2, BN, BK, G, EVEN_K)
+        w_ptrs += KB
+        s_ptrs += BK // G
+        x0_ptrs += KB
+        x1_ptrs += KB
+    return tl.sum(acc0, axis=1), tl.sum(acc1, axis=1)
+
+
+@triton.jit
+def _pick(v, i):
+    """Element ``i`` of a small 1-D tensor, as a scalar."""
+    return tl.sum(tl.where(tl.arange(0, v.shape[0]) == i, v, 0), axis=0)
+
+
+@triton.jit
+def _act_store(h, b_base, g_rows, u_rows, h_ptrs, ok, limit, HALF: tl.constexpr, ACT: tl.constexpr,
+               HAS_BIAS: tl.constexpr):
+    """First-GEMM epilogue of one token: [2*HALF] fp32 (gate rows then up rows) -> bf16 activation."""
+    g, u = tl.split(tl.permute(tl.reshape(h, (2, HALF)), (1, 0)))
+    g = _bf16_rne(g).to(tl.float32)
+    u = _bf16_rne(u).to(tl.float32)
+    if HAS_BIAS:
+        g += tl.load(b_base + g_rows)
+        u += tl.load(b_base + u_rows)
+    g = tl.minimum(g, limit)  # limit is +inf when there is none
+    u = tl.minimum(tl.maximum(u, -limit), limit)
+    if ACT == 0:  # swiglu
+        a = g * tl.sigmoid(g) * u
+    else:  # swiglu_oai
+        a = g * tl.sigmoid(1.702 * g) * (u + 1.0)
+    tl.store(h_ptrs, _bf16_rne(a), mask=ok)
+
+
+@triton.jit
+def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, limit,
+               stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm,
+               ACT: tl.constexpr, LAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, T_PAD: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, G: tl.constexpr,
+               ASM: tl.constexpr, EVEN_K: tl.constexpr):
+    """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns; x_ptr is int32."""
+    HALF: tl.constexpr = BLOCK_N // 2
+    pid_m, pid_n, _ = _tile_ids(1, T, tl.cdiv(I, HALF))
+    e, owns, match, rank, count = _owner(ids_ptr, pid_m, T, E, T_PAD)
+    if owns:
+        e64 = e.to(tl.int64)
+        r = tl.arange(0, BLOCK_N)
+        cols = pid_n * HALF + r % HALF
+        safe = tl.where(cols < I, cols, 0)  # clamped rows: unmasked weight loads, masked store
+        if LAYOUT == 0:  # gate_up
+            wrows = tl.where(r < HALF, safe, safe + I)
+        elif LAYOUT == 1:  # up_gate
+            wrows = tl.where(r < HALF, safe + I, safe)
+        else:  # interleaved
+            wrows = 2 * safe + (r >= HALF).to(tl.int32)
+        w_ptrs = w_ptr + e64 * stride_we + wrows[:, None] * stride_wn + tl.arange(0, BLOCK_K // 2)[None, :]
+        s_ptrs = s_ptr + e64 * stride_se + wrows[:, None] * stride_sn + tl.arange(0, BLOCK_K // G)[None, :]
+        hc = pid_n * HALF + tl.arange(0, HALF)
+        safe_h = tl.where(hc < I, hc, 0)
+        if LAYOUT == 0:
+            g_rows, u_rows = safe_h, safe_h + I
+        elif LAYOUT == 1:
+            g_rows, u_rows = safe_h + I, safe_h
+        else:
+            g_rows, u_rows = 2 * safe_h, 2 * safe_h + 1
+        b_base = b_ptr + e64 * stride_be
+        kp = tl.arange(0, BLOCK_K // 2)
+        for c in range(0, count, BLOCK_M):
+            slots, slot_ok = _chunk_rows(match, rank, count, c, T_PAD, BLOCK_M)
+            slot0 = _pick(slots, 0)
+            slot1 = tl.where(_pick(slot_ok.to(tl.int32), BLOCK_M - 1) != 0, _pick(slots, BLOCK_M - 1), slot0)
+            h0, h1 = _gemv(x_ptr + (slot0 // top_k) * stride_xm + kp, x_ptr + (slot1 // top_k) * stride_xm + kp,
+                           w_ptrs, s_ptrs, 0, K, K, BLOCK_N, BLOCK_K, G, BLOCK_M, ASM, EVEN_K)
+            unit = 64.0 if ASM else 16384.0
+            _act_store(h0 * unit, b_base, g_rows, u_rows, h_ptr + slot0 * stride_hm + hc, hc < I, limit,
+                       HALF, ACT, HAS_BIAS)
+            if BLOCK_M == 2:
+                _act_store(h1 * unit, b_base, g_rows, u_rows, h_ptr + slot1 * stride_hm + hc,
+                           (hc < I) & (slot1 != slot0), limit, HALF, ACT, HAS_BIAS)
+
+
+@triton.jit
+def _down_store(y, slot, ok, cols, b_base, tw_ptr, out_ptr, stride_om, first_split, HAS_BIAS: tl.constexpr,
+                ATOMIC: tl.constexpr):
+    """Second-GEMM epilogue of one slot: (+ bias on the first K split) * routing weight -> fp32 per slot."""
+    if HAS_BIAS:
+        y += tl.where(first_split, tl.load(b_base + tl.where(ok, cols, 0)), 0.0)
+    y = y * tl.load(tw_ptr + slot)
+    if ATOMIC:
+        tl.atomic_add(out_ptr + slot * stride_om + cols, y, mask=ok)
+    else:
+        tl.store(out_ptr + slot * stride_om + cols, y, mask=ok)
+
+
+@triton.jit
+def _moe_gemv2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E, top_k,
+               stride_am, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_om,
+               HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr, T_PAD: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, G: tl.constexpr,
+               ASM: tl.constexpr, EVEN_K: tl.constexpr):
+    """out[slot] (+)= (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns; a_ptr is int32."""
+    pid_m, pid_n, pid_k = _tile_ids(1, T, tl.cdiv(N, BLOCK_N))
+    e, owns, match, rank, count = _owner(ids_ptr, pid_m, T, E, T_PAD)
+    if owns:
+        e64 = e.to(tl.int64)
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        ok = cols < N
+        safe = tl.where(ok, cols, 0)
+        k_per = tl.cdiv(tl.cdiv(KI, SPLIT_K), BLOCK_K) * BLOCK_K
+        k_lo = pid_k * k_per
+        k_hi = min(KI, k_lo + k_per)
+        kp = k_lo // 2 + tl.arange(0, BLOCK_K // 2)
+        w_ptrs = w_ptr + e64 * stride_we + safe[:, None] * stride_wn + kp[None, :]
+        s_ptrs = (s_ptr + e64 * stride_se + safe[:, None] * stride_sn
+                  + (k_lo // G + tl.arange(0, BLOCK_K // G))[None, :])
+        b_base = b_ptr + e64 * stride_be
+        unit = 64.0 if ASM else 16384.0
+        for c in range(0, count, BLOCK_M):
+            slots, slot_ok = _chunk_rows(match, rank, count, c, T_PAD, BLOCK_M)
+            slot0 = _pick(slots, 0)
+            slot1 = tl.where(_pick(slot_ok.to(tl.int32), BLOCK_M - 1) != 0, _pick(slots, BLOCK_M - 1), slot0)
+            y0, y1 = _gemv(a_ptr + slot0 * stride_am + kp, a_ptr + slot1 * stride_am + kp, w_ptrs, s_ptrs,
+                           k_lo, k_hi, KI, BLOCK_N, BLOCK_K, G, BLOCK_M, ASM, EVEN_K)
+            _down_store(y0 * unit, slot0, ok, cols, b_base, tw_ptr, out_ptr, stride_om, pid_k == 0, HAS_BIAS,
+                        ATOMIC)
+            if BLOCK_M == 2:
+                _down_store(y1 * unit, slot1, ok & (slot1 != slot0), cols, b_base, tw_ptr, out_ptr, stride_om,
+                            pid_k == 0, HAS_BIAS, ATOMIC)
