@@ -69,22 +69,11 @@ def _e2m1_f32(w, ASM: tl.constexpr):
 
 
 @triton.jit
-def _load_masked(ptrs, idx, limit, other, EVEN: tl.constexpr):
-    """Load a [rows, k] or [k] tile; ``EVEN``: every element exists, else mask ``idx >= limit``."""
-    if EVEN:
-        out = tl.load(ptrs)
-    else:
-        out = tl.load(ptrs, mask=idx < limit, other=other)
-    return out
-
-
-@triton.jit
-def _row_sums(lo, hi, sf, x_ptrs, kp, pairs_left, BN: tl.constexpr, BK: tl.constexpr, G: tl.constexpr,
-              EVEN_K: tl.constexpr):
+def _row_sums(lo, hi, sf, x_ptrs, BN: tl.constexpr, BK: tl.constexpr, G: tl.constexpr):
     """[BN]-row partial dot products with one token's BK activations, each scale group times its factor."""
     # [BN, BK/2] pointers, equal along the rows: the load takes the weight tile's layout (no shared-memory
     # round trip), and the compiler folds the repeated loads and conversions of each thread.
-    xp = _load_masked(x_ptrs[None, :] + tl.zeros((BN, 1), tl.int32), kp[None, :], pairs_left, 0, EVEN_K)
+    xp = tl.load(x_ptrs[None, :] + tl.zeros((BN, 1), tl.int32))
     x_even = (xp << 16).to(tl.float32, bitcast=True)
     x_odd = (xp & -65536).to(tl.float32, bitcast=True)
     p = lo * x_even + hi * x_odd
@@ -92,36 +81,72 @@ def _row_sums(lo, hi, sf, x_ptrs, kp, pairs_left, BN: tl.constexpr, BK: tl.const
 
 
 @triton.jit
-def _gemv(x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, k_lo, k_hi, K, BN: tl.constexpr, BK: tl.constexpr,
-          G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr, EVEN_K: tl.constexpr):
-    """Dot products of BN weight rows (pointers at K index ``k_lo``) with R <= 2 tokens over [k_lo, k_hi).
+def _gemv_step(acc0, acc1, x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, BN: tl.constexpr, BK: tl.constexpr,
+               G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr):
+    """One BK step, all of it inside K (unmasked 16-byte loads): acc* [BN, BK/G] += scaled group sums."""
+    w = tl.load(w_ptrs)
+    s = tl.load(s_ptrs).to(tl.uint32)
+    sf = ((s << 23) | ((s == 255).to(tl.uint32) << 22)).to(tl.float32, bitcast=True)
+    lo, hi = _e2m1_f32(w, ASM)
+    acc0 += _row_sums(lo, hi, sf, x0_ptrs, BN, BK, G)
+    if R == 2:
+        acc1 += _row_sums(lo, hi, sf, x1_ptrs, BN, BK, G)
+    return acc0, acc1
 
-    ``x*_ptrs`` point at the tokens' bf16 pairs (int32) at ``k_lo``. Returns two [BN] fp32 vectors (the
-    second is zeros when R == 1), times 2**-6 (ASM) or 2**-14."""
-    KB: tl.constexpr = BK // 2
-    kp = tl.arange(0, KB)
-    ks = tl.arange(0, BK // G)
+
+@triton.jit
+def _gemv_loop(x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, k_lo, k_hi, BN: tl.constexpr, BK: tl.constexpr,
+               G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr):
+    """[BN] sums over BK steps from k_lo while a whole step fits below k_hi; pointers given at k_lo."""
     acc0 = tl.zeros((BN, BK // G), tl.float32)
     acc1 = tl.zeros((BN, BK // G), tl.float32)
-    for k0 in range(k_lo, k_hi, BK):
-        w = _load_masked(w_ptrs, kp[None, :], (K - k0) // 2, 0, EVEN_K)
-        s = _load_masked(s_ptrs, ks[None, :], (K - k0) // G, 127, EVEN_K).to(tl.uint32)
-        sf = ((s << 23) | ((s == 255).to(tl.uint32) << 22)).to(tl.float32, bitcast=True)
-        lo, hi = _e2m1_f32(w, ASM)
-        acc0 += _row_sums(lo, hi, sf, x0_ptrs, kp, (K - k0) // 2, BN, BK, G, EVEN_K)
-        if R == 2:
-            acc1 += _row_sums(lo, hi, sf, x1_ptrs, kp, (K - k0) // 2, BN, BK, G, EVEN_K)
-        w_ptrs += KB
+    for _ in range(k_lo, k_hi - BK + 1, BK):
+        acc0, acc1 = _gemv_step(acc0, acc1, x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, BN, BK, G, R, ASM)
+        w_ptrs += BK // 2
         s_ptrs += BK // G
-        x0_ptrs += KB
-        x1_ptrs += KB
+        x0_ptrs += BK // 2
+        x1_ptrs += BK // 2
     return tl.sum(acc0, axis=1), tl.sum(acc1, axis=1)
+
+
+@triton.jit
+def _gemv(x0_ptr, x1_ptr, w_rows, s_rows, k_lo, k_hi, BN: tl.constexpr, BK: tl.constexpr, TAIL_K: tl.constexpr,
+          G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr):
+    """Dot products of BN weight rows with R <= 2 tokens over K in [k_lo, k_hi), no masked load.
+
+    ``w_rows`` / ``s_rows`` [BN] point at the rows' weight and scale bytes at K = 0, ``x*_ptr`` at the
+    tokens' bf16 pairs (int32) at K = 0. Whole BK steps first, then the rest in TAIL_K steps (a power of
+    two dividing K, so the tail needs no mask either). Returns two [BN] fp32 vectors (the second is zeros
+    when R == 1), times 2**-6 (ASM) or 2**-14."""
+    kp = tl.arange(0, BK // 2)
+    w_ptrs = w_rows[:, None] + (k_lo // 2 + kp)[None, :]
+    s_ptrs = s_rows[:, None] + (k_lo // G + tl.arange(0, BK // G))[None, :]
+    y0, y1 = _gemv_loop(x0_ptr + k_lo // 2 + kp, x1_ptr + k_lo // 2 + kp, w_ptrs, s_ptrs, k_lo, k_hi,
+                        BN, BK, G, R, ASM)
+    if TAIL_K < BK:
+        k_tail = k_lo + (k_hi - k_lo) // BK * BK
+        kt = tl.arange(0, TAIL_K // 2)
+        t0, t1 = _gemv_loop(x0_ptr + k_tail // 2 + kt, x1_ptr + k_tail // 2 + kt,
+                            w_rows[:, None] + (k_tail // 2 + kt)[None, :],
+                            s_rows[:, None] + (k_tail // G + tl.arange(0, TAIL_K // G))[None, :],
+                            k_tail, k_hi, BN, TAIL_K, G, R, ASM)
+        y0 += t0
+        y1 += t1
+    return y0, y1
 
 
 @triton.jit
 def _pick(v, i):
     """Element ``i`` of a small 1-D tensor, as a scalar."""
     return tl.sum(tl.where(tl.arange(0, v.shape[0]) == i, v, 0), axis=0)
+
+
+@triton.jit
+def _slot_pair(match, rank, count, c, T_PAD: tl.constexpr, R: tl.constexpr):
+    """The slots of ranks c (and c + 1 when R == 2) of this expert; the second repeats the first if absent."""
+    slots, slot_ok = _chunk_rows(match, rank, count, c, T_PAD, R)
+    first = _pick(slots, 0)
+    return first, tl.where(_pick(slot_ok.to(tl.int32), R - 1) != 0, _pick(slots, R - 1), first)
 
 
 @triton.jit
@@ -148,7 +173,7 @@ def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, li
                stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm,
                ACT: tl.constexpr, LAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, T_PAD: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, G: tl.constexpr,
-               ASM: tl.constexpr, EVEN_K: tl.constexpr):
+               ASM: tl.constexpr, TAIL_K: tl.constexpr):
     """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns; x_ptr is int32."""
     HALF: tl.constexpr = BLOCK_N // 2
     pid_m, pid_n, _ = _tile_ids(1, T, tl.cdiv(I, HALF))
@@ -164,8 +189,8 @@ def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, li
             wrows = tl.where(r < HALF, safe + I, safe)
         else:  # interleaved
             wrows = 2 * safe + (r >= HALF).to(tl.int32)
-        w_ptrs = w_ptr + e64 * stride_we + wrows[:, None] * stride_wn + tl.arange(0, BLOCK_K // 2)[None, :]
-        s_ptrs = s_ptr + e64 * stride_se + wrows[:, None] * stride_sn + tl.arange(0, BLOCK_K // G)[None, :]
+        w_rows = w_ptr + e64 * stride_we + wrows * stride_wn
+        s_rows = s_ptr + e64 * stride_se + wrows * stride_sn
         hc = pid_n * HALF + tl.arange(0, HALF)
         safe_h = tl.where(hc < I, hc, 0)
         if LAYOUT == 0:
@@ -175,14 +200,11 @@ def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, li
         else:
             g_rows, u_rows = 2 * safe_h, 2 * safe_h + 1
         b_base = b_ptr + e64 * stride_be
-        kp = tl.arange(0, BLOCK_K // 2)
+        unit = 64.0 if ASM else 16384.0
         for c in range(0, count, BLOCK_M):
-            slots, slot_ok = _chunk_rows(match, rank, count, c, T_PAD, BLOCK_M)
-            slot0 = _pick(slots, 0)
-            slot1 = tl.where(_pick(slot_ok.to(tl.int32), BLOCK_M - 1) != 0, _pick(slots, BLOCK_M - 1), slot0)
-            h0, h1 = _gemv(x_ptr + (slot0 // top_k) * stride_xm + kp, x_ptr + (slot1 // top_k) * stride_xm + kp,
-                           w_ptrs, s_ptrs, 0, K, K, BLOCK_N, BLOCK_K, G, BLOCK_M, ASM, EVEN_K)
-            unit = 64.0 if ASM else 16384.0
+            slot0, slot1 = _slot_pair(match, rank, count, c, T_PAD, BLOCK_M)
+            h0, h1 = _gemv(x_ptr + (slot0 // top_k) * stride_xm, x_ptr + (slot1 // top_k) * stride_xm,
+                           w_rows, s_rows, 0, K, BLOCK_N, BLOCK_K, TAIL_K, G, BLOCK_M, ASM)
             _act_store(h0 * unit, b_base, g_rows, u_rows, h_ptr + slot0 * stride_hm + hc, hc < I, limit,
                        HALF, ACT, HAS_BIAS)
             if BLOCK_M == 2:
@@ -208,7 +230,7 @@ def _moe_gemv2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E
                stride_am, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_om,
                HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr, T_PAD: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, G: tl.constexpr,
-               ASM: tl.constexpr, EVEN_K: tl.constexpr):
+               ASM: tl.constexpr, TAIL_K: tl.constexpr):
     """out[slot] (+)= (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns; a_ptr is int32."""
     pid_m, pid_n, pid_k = _tile_ids(1, T, tl.cdiv(N, BLOCK_N))
     e, owns, match, rank, count = _owner(ids_ptr, pid_m, T, E, T_PAD)
@@ -220,18 +242,14 @@ def _moe_gemv2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E
         k_per = tl.cdiv(tl.cdiv(KI, SPLIT_K), BLOCK_K) * BLOCK_K
         k_lo = pid_k * k_per
         k_hi = min(KI, k_lo + k_per)
-        kp = k_lo // 2 + tl.arange(0, BLOCK_K // 2)
-        w_ptrs = w_ptr + e64 * stride_we + safe[:, None] * stride_wn + kp[None, :]
-        s_ptrs = (s_ptr + e64 * stride_se + safe[:, None] * stride_sn
-                  + (k_lo // G + tl.arange(0, BLOCK_K // G))[None, :])
+        w_rows = w_ptr + e64 * stride_we + safe * stride_wn
+        s_rows = s_ptr + e64 * stride_se + safe * stride_sn
         b_base = b_ptr + e64 * stride_be
         unit = 64.0 if ASM else 16384.0
         for c in range(0, count, BLOCK_M):
-            slots, slot_ok = _chunk_rows(match, rank, count, c, T_PAD, BLOCK_M)
-            slot0 = _pick(slots, 0)
-            slot1 = tl.where(_pick(slot_ok.to(tl.int32), BLOCK_M - 1) != 0, _pick(slots, BLOCK_M - 1), slot0)
-            y0, y1 = _gemv(a_ptr + slot0 * stride_am + kp, a_ptr + slot1 * stride_am + kp, w_ptrs, s_ptrs,
-                           k_lo, k_hi, KI, BLOCK_N, BLOCK_K, G, BLOCK_M, ASM, EVEN_K)
+            slot0, slot1 = _slot_pair(match, rank, count, c, T_PAD, BLOCK_M)
+            y0, y1 = _gemv(a_ptr + slot0 * stride_am, a_ptr + slot1 * stride_am, w_rows, s_rows, k_lo, k_hi,
+                           BLOCK_N, BLOCK_K, TAIL_K, G, BLOCK_M, ASM)
             _down_store(y0 * unit, slot0, ok, cols, b_base, tw_ptr, out_ptr, stride_om, pid_k == 0, HAS_BIAS,
                         ATOMIC)
             if BLOCK_M == 2:

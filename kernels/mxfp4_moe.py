@@ -129,10 +129,12 @@ def _dot_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) 
 
 
 def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) -> list[tuple[Launch, tuple]]:
-    """FMA path ("gemv", _moe_gemv.py): GEMM1 and GEMM2 over (slot, N tile[, K split]); bf16 pairs as int32."""
+    """FMA path ("gemv", _moe_gemv.py): GEMM1 and GEMM2 over (slot, N tile[, K split]); bf16 pairs as int32.
+    TAIL_K: the step after the last whole BLOCK_K, the largest power of two dividing K (>= group_size)."""
     t, bn, bk, split_k = p.M * p.top_k, cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"]
+    bk2 = _down_block_k(cfg, p)
     b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
-    tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=bn, BLOCK_K=bk, G=p.group_size,
+    tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=bn, G=p.group_size,
                  ASM=cfg["DEQ"] == "group_asm", num_warps=cfg["num_warps"], num_stages=1)
     x32, inter, dst, ids = ts["x"].view(torch.int32), ts["inter"], ts["dst"], ts["topk_ids"]
     inter32 = inter.view(torch.int32)
@@ -140,10 +142,11 @@ def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config)
     g1 = (x32, w13, s13, b13, inter, ids, t, p.K, p.I, p.E, p.top_k, float("inf") if limit is None else limit,
           x32.stride(0), w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0))
     kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias, **tiles,
-               EVEN_K=p.K % bk == 0)
+               BLOCK_K=bk, TAIL_K=min(bk, p.K & -p.K))
     g2 = (inter32, w2, s2, b2, dst, ts["topk_weights"], ids, t, p.K, p.I, p.E, p.top_k, inter32.stride(0),
           w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
-    kw2 = dict(HAS_BIAS=p.has_bias, ATOMIC=split_k > 1, SPLIT_K=split_k, **tiles, EVEN_K=p.I % bk == 0)
+    kw2 = dict(HAS_BIAS=p.has_bias, ATOMIC=split_k > 1, SPLIT_K=split_k, **tiles, BLOCK_K=bk2,
+               TAIL_K=min(bk2, p.I & -p.I))
     return [(Launch(_moe_gemv1, g1, kw1), (t * triton.cdiv(p.I, bn // 2),)),
             (Launch(_moe_gemv2, g2, kw2), (t * triton.cdiv(p.K, bn) * split_k,))]
 
@@ -242,11 +245,22 @@ def _slots(p: MoEProblem) -> int:
     return p.M * p.top_k
 
 
+def _down_block_k(config: Config, p: MoEProblem) -> int:
+    """BLOCK_K of the second GEMM (K = I): on the gemv path BLOCK_K clamped to I rounded up to a power of two,
+    so that a long first-GEMM tile (few dependent loads per program) does not mask most of a short one."""
+    if config["PATH"] == "gemv":
+        return min(config["BLOCK_K"], _pow2(p.I))
+    return config["BLOCK_K"]
+
+
 def _block_k_fits(config: Config, p: MoEProblem) -> str | None:
     if config["BLOCK_K"] % p.group_size:
         return f"BLOCK_K {config['BLOCK_K']} is not a multiple of group_size {p.group_size}"
-    if config["BLOCK_K"] > max(64, _pow2(min(p.K, p.I))):
-        return f"BLOCK_K {config['BLOCK_K']} exceeds min(K, I) rounded up to a power of two"
+    if config["PATH"] == "gemv":
+        if config["BLOCK_K"] > max(64, _pow2(p.K)):
+            return f"BLOCK_K {config['BLOCK_K']} exceeds K rounded up to a power of two"
+    elif config["BLOCK_K"] > min(256, max(64, _pow2(min(p.K, p.I)))):
+        return f"BLOCK_K {config['BLOCK_K']} exceeds 256 or min(K, I) rounded up to a power of two"
     if config["DEQ"] == "dot_scaled" and p.group_size != 32:
         return "DEQ dot_scaled needs group_size 32 (MX scale blocks)"
     if config["DEQ"] in ("group", "group_asm") and p.group_size < 32 and config["PATH"] != "gemv":
@@ -259,7 +273,7 @@ def _tiles_fit(config: Config, p: MoEProblem) -> str | None:
         return f"BLOCK_M {config['BLOCK_M']} exceeds the rows any expert can get (M={p.M})"
     if config["BLOCK_N"] > max(32, _pow2(max(2 * p.I, p.K))):
         return f"BLOCK_N {config['BLOCK_N']} exceeds the weight rows"
-    if config["SPLIT_K"] > 1 and triton.cdiv(p.I, config["SPLIT_K"]) < config["BLOCK_K"]:
+    if config["SPLIT_K"] > 1 and triton.cdiv(p.I, config["SPLIT_K"]) < _down_block_k(config, p):
         return f"SPLIT_K {config['SPLIT_K']} leaves less than BLOCK_K of I={p.I} per split"
     return None
 
@@ -302,9 +316,9 @@ SGLANG_SM120 = [
 SPACE = ConfigSpace(
     params={
         "PATH": Choice("decode", "prefill", "gemv"), "BLOCK_M": Choice(1, 2, 16, 32, 64, 128),
-        "BLOCK_N": Choice(8, 16, 32, 64, 128, 256), "BLOCK_K": Choice(64, 128, 256), "GROUP_M": Choice(1, 8),
+        "BLOCK_N": Choice(8, 16, 32, 64, 128, 256), "BLOCK_K": Choice(64, 128, 256, 512, 1024), "GROUP_M": Choice(1, 8),
         "SPLIT_K": Choice(1, 2, 4), "DEQ": Choice("arith", "group", "group_asm", "dot_scaled"),
-        "num_warps": Choice(2, 4, 8), "num_stages": Choice(1, 2, 3, 4),
+        "num_warps": Choice(1, 2, 4, 8), "num_stages": Choice(1, 2, 3, 4),
     },
     # Valid for every problem and runs under the interpreter; the best swept config of the H100 bench at
     # DeepSeek-V4-Flash TP 1, M = 32 (BENCHMARKS.md); not measured as a default elsewhere.
