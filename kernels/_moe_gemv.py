@@ -76,8 +76,8 @@ def _row_sums(lo, hi, sf, x_ptrs, BN: tl.constexpr, BK: tl.constexpr, G: tl.cons
     xp = tl.load(x_ptrs[None, :] + tl.zeros((BN, 1), tl.int32))
     x_even = (xp << 16).to(tl.float32, bitcast=True)
     x_odd = (xp & -65536).to(tl.float32, bitcast=True)
-    p = lo * x_even + hi * x_odd
-    return tl.sum(tl.reshape(p, (BN, BK // G, G // 2)), axis=2) * sf
+    p = tl.join(lo * x_even, hi * x_odd)  # in-thread sums then chain into FMAs (no separate FADD)
+    return tl.sum(tl.reshape(p, (BN, BK // G, G)), axis=2) * sf
 
 
 @triton.jit

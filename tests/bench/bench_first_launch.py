@@ -134,7 +134,7 @@ def bench(name: str, autotune_configs: int, modes: tuple[str, ...] = MODES, prof
             if mode == "binaries+key":  # the install hash stored by an earlier process (the prepare step)
                 env.update(AOTUNE_TRITON_KEY_CACHE="1", AOTUNE_TRITON_KEY_DIR=f"{tmp}/keys")
             if profile_dir and mode != "autotune":  # cProfile of the first call (slower: read only the shares)
-                env["BENCH_PROFILE"] = f"{profile_dir}/{name}-{mode}.txt"
+                env["BENCH_PROFILE"] = f"{profile_dir}/{name}-{mode.replace('+', '_')}.txt"
             extra = [json.dumps(prep["autotune"])] if mode == "autotune" else []
             result = json.loads(run([CHILD, name, problem, mode, *extra], env))
             bundle = Path(tmp, f"{mode.split('+')[0]}.json")
