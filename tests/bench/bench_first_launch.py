@@ -10,6 +10,9 @@ Modes (each a fresh Python process, ``TRITON_CACHE_DIR`` a new empty folder):
               and, built on this GPU machine, Triton's host launch modules).
   binaries+key - binaries, with ``AOTUNE_TRITON_KEY_CACHE=1`` and the install hash stored by an
               earlier process (``aotune.kernels.triton_key``).
+  binaries+key+warm - binaries+key, and ``aotune.kernels.warmup.warm_up`` started on a thread right after
+              the import (it overlaps the input set-up, as it would overlap loading weights in a server);
+              the first call does not wait for it, so whatever is left of it is in ``first``.
 Times: ``import`` (torch + the kernel module), ``triton key`` (Triton's once-per-process hash of its own
 install, ``triton.runtime.cache.triton_key``: sha256 over libtriton.so and its compiler sources, paid at
 the first JIT launch of any Triton kernel in a process; timed apart here), ``first`` (from the call with
@@ -44,10 +47,17 @@ import torch
 from aotune.kernels import get_kernel
 kernel = get_kernel(sys.argv[1])
 t1 = time.perf_counter()
+mode = sys.argv[3]
+warm = {}
+if mode.endswith("+warm"):  # Triton's per-process start-up work on a thread, overlapping the set-up below
+    import threading
+    from aotune.kernels.warmup import warm_up
+    warm_thread = threading.Thread(target=lambda: warm.update(warm_up([sys.argv[1]])), daemon=True)
+    warm_thread.start()
 problem = kernel.problem(json.loads(sys.argv[2]))
 inputs = kernel.make_inputs(problem, 0, "cuda")
 torch.cuda.synchronize()
-mode = sys.argv[3]
+warm_done = bool(warm)
 tk = time.perf_counter()
 from triton.runtime.cache import triton_key
 triton_key()  # Triton's once-per-process hash of its own install (sha256 of libtriton.so among others)
@@ -77,8 +87,11 @@ t3 = time.perf_counter()
 from aotune.kernels.runtime import resolve
 from aotune.kernels.device import device_class
 source = "autotune" if mode == "autotune" else resolve(kernel, problem, device_class(None)).source
+if mode.endswith("+warm"):
+    warm_thread.join()
 print(json.dumps({"import_ms": 1e3 * (t1 - t0), "key_ms": 1e3 * (t2 - tk), "first_ms": 1e3 * (t3 - t2),
-                  "source": source}))
+                  "source": source, "warm_ms": 1e3 * sum(warm.values()) if warm else None,
+                  "warm_done_before_call": warm_done}))
 """
 
 PREPARE = r"""
@@ -117,7 +130,7 @@ def run(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-MODES = ("autotune", "configs", "binaries", "binaries+key")
+MODES = ("autotune", "configs", "binaries", "binaries+key", "binaries+key+warm")
 
 
 def bench(name: str, autotune_configs: int, modes: tuple[str, ...] = MODES, profile_dir: str = "") -> list[dict]:
@@ -131,7 +144,7 @@ def bench(name: str, autotune_configs: int, modes: tuple[str, ...] = MODES, prof
         for mode in modes:
             env = {**base, "TRITON_CACHE_DIR": f"{tmp}/cache-{mode}",
                    "AOTUNE_BUNDLES": f"{tmp}/{mode.split('+')[0]}.json" if mode != "autotune" else ""}
-            if mode == "binaries+key":  # the install hash stored by an earlier process (the prepare step)
+            if mode.startswith("binaries+key"):  # the install hash stored by an earlier process (the prepare step)
                 env.update(AOTUNE_TRITON_KEY_CACHE="1", AOTUNE_TRITON_KEY_DIR=f"{tmp}/keys")
             if profile_dir and mode != "autotune":  # cProfile of the first call (slower: read only the shares)
                 env["BENCH_PROFILE"] = f"{profile_dir}/{name}-{mode.replace('+', '_')}.txt"
@@ -152,8 +165,9 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--profile-dir", default="", help="write a cProfile of each first call here")
     args = parser.parse_args()
-    print("| kernel | mode | configs | bundle KB | import ms | triton key ms | first result ms | total ms | answer source |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| kernel | mode | configs | bundle KB | import ms | triton key ms | first result ms | total ms | answer source "
+          "| warm-up ms (done before the call) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.kernels.split(","):
         try:
             rows = bench(name, args.autotune_configs, tuple(args.modes.split(",")), args.profile_dir)
@@ -163,8 +177,9 @@ def main() -> None:
         for r in rows:
             binary = "" if not r["mode"].startswith("binaries") or r["has_binary"] else " (no binary compiled)"
             total = r["import_ms"] + r["key_ms"] + r["first_ms"]
+            warm = "" if r.get("warm_ms") is None else f"{r['warm_ms']:.0f} ({'yes' if r['warm_done_before_call'] else 'no'})"
             print(f"| {r['kernel']} | {r['mode']}{binary} | {r['configs']} | {r['bundle_kb']} | {r['import_ms']:.0f} | "
-                  f"{r['key_ms']:.0f} | {r['first_ms']:.0f} | {total:.0f} | {r['source']} |", flush=True)
+                  f"{r['key_ms']:.0f} | {r['first_ms']:.0f} | {total:.0f} | {r['source']} | {warm} |", flush=True)
 
 
 if __name__ == "__main__":
