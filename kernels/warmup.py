@@ -4,7 +4,8 @@ With a bundle's compiled kernels installed, the first launch of a kernel in a fr
 160-300 ms inside Triton before the GPU ran anything (cProfile on an H200, BENCHMARKS.md):
 - importing ``triton.experimental.gluon``, which the JIT's argument specialization imports lazily at the
   first launch (110-175 ms; most of it compiling the modules' Python source where no bytecode is cached),
-- ``ptxas --version``, part of the backend hash of every cache key (about 20 ms),
+- ``ptxas --version``, part of the backend hash of every cache key (about 20 ms), and ``file`` on the
+  Python executable, part of the key of Triton's host modules (``platform.architecture``, about 15 ms),
 - the AST walk behind each JIT function's ``cache_key`` (15-26 ms per kernel module),
 - torch's own first reductions (the MoE launcher's expert-id check loads them, about 20 ms),
 - and ``triton_key()`` (about 0.4 s), unless its opt-in store is on (``triton_key.py``).
@@ -73,6 +74,7 @@ def warm_up(kernels: Iterable[str] | None = None) -> dict[str, float]:
     timed("import_gluon", lambda: importlib.import_module(_LAZY_TRITON_MODULE))
     timed("triton_key", lambda: importlib.import_module("triton.runtime.cache").triton_key())
     timed("jit_cache_keys", lambda: [fn.cache_key for fn in _jit_functions(names)])
+    timed("platform_key", importlib.import_module("triton.runtime.build").platform_key)  # runs `file` once
     if torch.cuda.is_available():
         timed("backend_hash", _backend_hash)
         timed("torch_reductions", _torch_reductions)

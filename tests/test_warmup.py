@@ -28,7 +28,7 @@ def test_warm_up_fills_the_first_launch_caches() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, env=env)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {"import_gluon", "triton_key", "jit_cache_keys"} <= set(result["steps"])
+    assert {"import_gluon", "triton_key", "jit_cache_keys", "platform_key"} <= set(result["steps"])
     assert {"_moe_gemv1", "_moe_gemv2", "_moe_gemm1", "_moe_reduce"} <= set(result["names"])
     assert result["before"] == 0 and result["after"] == result["n_fns"] > 0
     assert result["gluon"] and result["heavy"] == []
