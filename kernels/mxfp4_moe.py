@@ -17,18 +17,22 @@ silent:
 
 Problem key: M, K (hidden), I (per-rank intermediate), E (per-rank experts), top_k, group_size,
 activation, layout, has_bias. Config: PATH ("decode": no sort, grid over slots, first slot of each
-expert does its work; "prefill": moe_align sort and a grid over padded BLOCK_M blocks), BLOCK_M,
+expert does its work; "prefill": moe_align sort and a grid over padded BLOCK_M blocks; "gemv": the
+decode grid on the FMA units, weights straight to registers, ``_moe_gemv.py``), BLOCK_M (rows per
+tensor-core tile; on the gemv path the tokens, 1 or 2, that share one pass over an expert's weights),
 BLOCK_N (weight rows per program in both GEMMs: the first GEMM computes BLOCK_N/2 gate and BLOCK_N/2
-up rows), BLOCK_K, GROUP_M, SPLIT_K (down projection only), DEQ (how E2M1 meets the tensor cores:
-"arith" decodes and scales the weight tile in registers, then one bf16 tl.dot per BLOCK_K; "group"
-decodes without scaling, one tl.dot per scale group, the scale multiplies the fp32 partial product
-(less per-element work, for decode); both run under the interpreter; "group_asm": "group" with a
-PTX E2M1 -> bf16x2 decode (two values per 32-bit op; GPU only); "dot_scaled": tl.dot_scaled,
-GPU only, group 32), num_warps, num_stages.
+up rows), BLOCK_K (gemv: up to 1024 for the first GEMM, clamped to I for the second), GROUP_M, SPLIT_K
+(down projection only), DEQ (how E2M1 meets the tensor cores: "arith" decodes and scales the weight
+tile in registers, then one bf16 tl.dot per BLOCK_K; "group" decodes without scaling, one tl.dot per
+scale group, the scale multiplies the fp32 partial product (less per-element work, for decode); both
+run under the interpreter; "group_asm": "group" with a PTX E2M1 -> bf16x2 decode (two values per 32-bit
+op; GPU only); "dot_scaled": tl.dot_scaled, GPU only, group 32; on the gemv path "arith" is the
+portable fp32 decode and "group_asm" a PTX one through E4M3), num_warps, num_stages (gemv: 1).
 
-Performance (H100, BENCHMARKS.md): 10-48% of copy bandwidth at M <= 32, short of the
-80% goal: the K loop is instruction-bound (about 7-9 SASS instructions per weight element) and tiny
-problems are latency-bound (no split-K on the first GEMM, three launches per call).
+Performance (H200, BENCHMARKS.md): at decode the gemv path is the fastest (1.8-2.9x the best SGLang
+hand-picked config), 13-60% of copy bandwidth at M <= 32, short of the 80% goal: tiny problems are
+latency-bound (three launches, each program a serial chain of K steps) and the loop still costs about
+3.8 SASS instructions per weight.
 """
 from __future__ import annotations
 
