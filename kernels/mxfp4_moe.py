@@ -29,8 +29,8 @@ run under the interpreter; "group_asm": "group" with a PTX E2M1 -> bf16x2 decode
 op; GPU only); "dot_scaled": tl.dot_scaled, GPU only, group 32; on the gemv path "arith" is the
 portable fp32 decode and "group_asm" a PTX one through E4M3), num_warps, num_stages (gemv: 1).
 
-Performance (H200, BENCHMARKS.md): at decode the gemv path is the fastest (1.8-2.9x the best SGLang
-hand-picked config), 13-60% of copy bandwidth at M <= 32, short of the 80% goal: tiny problems are
+Performance (H200, BENCHMARKS.md): at decode the gemv path is the fastest (1.9-3.1x the best SGLang
+hand-picked config), 13-65% of copy bandwidth at M <= 32, short of the 80% goal: tiny problems are
 latency-bound (three launches, each program a serial chain of K steps) and the loop still costs about
 3.8 SASS instructions per weight.
 """
