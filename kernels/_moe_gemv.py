@@ -124,7 +124,7 @@ def _gemv(x0_ptr, x1_ptr, w_rows, s_rows, k_lo, k_hi, BN: tl.constexpr, BK: tl.c
     y0, y1 = _gemv_loop(x0_ptr + k_lo // 2 + kp, x1_ptr + k_lo // 2 + kp, w_ptrs, s_ptrs, k_lo, k_hi,
                         BN, BK, G, R, ASM)
     if TAIL_K < BK:
-        k_tail = k_lo + (k_hi - k_lo) // BK * BK
+        k_tail = k_lo + (max(k_hi, k_lo) - k_lo) // BK * BK  # a split past the end of K: no tail
         kt = tl.arange(0, TAIL_K // 2)
         t0, t1 = _gemv_loop(x0_ptr + k_tail // 2 + kt, x1_ptr + k_tail // 2 + kt,
                             w_rows[:, None] + (k_tail // 2 + kt)[None, :],
@@ -150,10 +150,20 @@ def _slot_pair(match, rank, count, c, T_PAD: tl.constexpr, R: tl.constexpr):
 
 
 @triton.jit
-def _act_store(h, b_base, g_rows, u_rows, h_ptrs, ok, limit, HALF: tl.constexpr, ACT: tl.constexpr,
-               HAS_BIAS: tl.constexpr):
-    """First-GEMM epilogue of one token: [2*HALF] fp32 (gate rows then up rows) -> bf16 activation."""
-    g, u = tl.split(tl.permute(tl.reshape(h, (2, HALF)), (1, 0)))
+def _gate_up_rows(cols, I, LAYOUT: tl.constexpr):
+    """Weight rows (and bias indices) of the gate and up parts of intermediate columns ``cols``."""
+    if LAYOUT == 0:  # gate_up
+        g_rows, u_rows = cols, cols + I
+    elif LAYOUT == 1:  # up_gate
+        g_rows, u_rows = cols + I, cols
+    else:  # interleaved
+        g_rows, u_rows = 2 * cols, 2 * cols + 1
+    return g_rows, u_rows
+
+
+@triton.jit
+def _activate(g, u, b_base, g_rows, u_rows, limit, ACT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """fp32 gate and up sums -> bf16 h, bias, limit, activation -> bf16 (KERNELS.md)."""
     g = _bf16_rne(g).to(tl.float32)
     u = _bf16_rne(u).to(tl.float32)
     if HAS_BIAS:
@@ -165,51 +175,80 @@ def _act_store(h, b_base, g_rows, u_rows, h_ptrs, ok, limit, HALF: tl.constexpr,
         a = g * tl.sigmoid(g) * u
     else:  # swiglu_oai
         a = g * tl.sigmoid(1.702 * g) * (u + 1.0)
-    tl.store(h_ptrs, _bf16_rne(a), mask=ok)
+    return _bf16_rne(a)
 
 
 @triton.jit
-def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, limit,
-               stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm,
+def _first_epilogue(h, slot, ok, hc, b_base, g_rows, u_rows, h_ptr, ws_ptr, stride_hm, stride_wsm, I, limit,
+                    HALF: tl.constexpr, ACT: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr):
+    """One token's first-GEMM result [2*HALF] (gate rows, then up rows): the bf16 activation, or with K
+    split, the fp32 partial sums (gate at column c, up at I + c of the split's workspace row)."""
+    g, u = tl.split(tl.permute(tl.reshape(h, (2, HALF)), (1, 0)))
+    if SPLIT == 1:
+        tl.store(h_ptr + slot * stride_hm + hc, _activate(g, u, b_base, g_rows, u_rows, limit, ACT, HAS_BIAS),
+                 mask=ok)
+    else:
+        tl.store(ws_ptr + slot * stride_wsm + hc, g, mask=ok)
+        tl.store(ws_ptr + slot * stride_wsm + I + hc, u, mask=ok)
+
+
+@triton.jit
+def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, top_k, limit,
+               stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm, stride_wss, stride_wsm,
                ACT: tl.constexpr, LAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, T_PAD: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, G: tl.constexpr,
-               ASM: tl.constexpr, TAIL_K: tl.constexpr):
-    """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns; x_ptr is int32."""
+               ASM: tl.constexpr, TAIL_K: tl.constexpr, SPLIT: tl.constexpr):
+    """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns; x_ptr is int32.
+    With SPLIT > 1 each program sums one K range into its split's fp32 workspace (``_moe_act`` finishes)."""
     HALF: tl.constexpr = BLOCK_N // 2
-    pid_m, pid_n, _ = _tile_ids(1, T, tl.cdiv(I, HALF))
+    pid_m, pid_n, pid_k = _tile_ids(1, T, tl.cdiv(I, HALF))
     e, owns, match, rank, count = _owner(ids_ptr, pid_m, T, E, T_PAD)
     if owns:
         e64 = e.to(tl.int64)
         r = tl.arange(0, BLOCK_N)
         cols = pid_n * HALF + r % HALF
-        safe = tl.where(cols < I, cols, 0)  # clamped rows: unmasked weight loads, masked store
-        if LAYOUT == 0:  # gate_up
-            wrows = tl.where(r < HALF, safe, safe + I)
-        elif LAYOUT == 1:  # up_gate
-            wrows = tl.where(r < HALF, safe + I, safe)
-        else:  # interleaved
-            wrows = 2 * safe + (r >= HALF).to(tl.int32)
+        g_w, u_w = _gate_up_rows(tl.where(cols < I, cols, 0), I, LAYOUT)  # clamped: unmasked weight loads
+        wrows = tl.where(r < HALF, g_w, u_w)
         w_rows = w_ptr + e64 * stride_we + wrows * stride_wn
         s_rows = s_ptr + e64 * stride_se + wrows * stride_sn
         hc = pid_n * HALF + tl.arange(0, HALF)
-        safe_h = tl.where(hc < I, hc, 0)
-        if LAYOUT == 0:
-            g_rows, u_rows = safe_h, safe_h + I
-        elif LAYOUT == 1:
-            g_rows, u_rows = safe_h + I, safe_h
-        else:
-            g_rows, u_rows = 2 * safe_h, 2 * safe_h + 1
+        g_rows, u_rows = _gate_up_rows(tl.where(hc < I, hc, 0), I, LAYOUT)
         b_base = b_ptr + e64 * stride_be
+        k_per = tl.cdiv(tl.cdiv(K, SPLIT), BLOCK_K) * BLOCK_K
+        k_lo = pid_k * k_per
+        k_hi = min(K, k_lo + k_per)
+        ws_split = ws_ptr + pid_k * stride_wss
         unit = 64.0 if ASM else 16384.0
         for c in range(0, count, BLOCK_M):
             slot0, slot1 = _slot_pair(match, rank, count, c, T_PAD, BLOCK_M)
             h0, h1 = _gemv(x_ptr + (slot0 // top_k) * stride_xm, x_ptr + (slot1 // top_k) * stride_xm,
-                           w_rows, s_rows, 0, K, BLOCK_N, BLOCK_K, TAIL_K, G, BLOCK_M, ASM)
-            _act_store(h0 * unit, b_base, g_rows, u_rows, h_ptr + slot0 * stride_hm + hc, hc < I, limit,
-                       HALF, ACT, HAS_BIAS)
+                           w_rows, s_rows, k_lo, k_hi, BLOCK_N, BLOCK_K, TAIL_K, G, BLOCK_M, ASM)
+            _first_epilogue(h0 * unit, slot0, hc < I, hc, b_base, g_rows, u_rows, h_ptr, ws_split, stride_hm,
+                            stride_wsm, I, limit, HALF, ACT, HAS_BIAS, SPLIT)
             if BLOCK_M == 2:
-                _act_store(h1 * unit, b_base, g_rows, u_rows, h_ptr + slot1 * stride_hm + hc,
-                           (hc < I) & (slot1 != slot0), limit, HALF, ACT, HAS_BIAS)
+                _first_epilogue(h1 * unit, slot1, (hc < I) & (slot1 != slot0), hc, b_base, g_rows, u_rows, h_ptr,
+                                ws_split, stride_hm, stride_wsm, I, limit, HALF, ACT, HAS_BIAS, SPLIT)
+
+
+@triton.jit
+def _moe_act(ws_ptr, b_ptr, h_ptr, ids_ptr, I, E, limit, stride_wss, stride_wsm, stride_be, stride_hm,
+             ACT: tl.constexpr, LAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+             BLOCK: tl.constexpr):
+    """After a K-split first GEMM: h[slot] = act(sum of the SPLIT fp32 partials), summed in split order."""
+    slot = tl.program_id(0)
+    hc = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    ok = hc < I
+    e = tl.load(ids_ptr + slot)
+    if (e >= 0) & (e < E):  # other slots are skipped by the second GEMM and the reduce as well
+        g = tl.zeros((BLOCK,), tl.float32)
+        u = tl.zeros((BLOCK,), tl.float32)
+        for s in tl.static_range(SPLIT):
+            row = ws_ptr + s * stride_wss + slot * stride_wsm
+            g += tl.load(row + hc, mask=ok, other=0.0)
+            u += tl.load(row + I + hc, mask=ok, other=0.0)
+        g_rows, u_rows = _gate_up_rows(tl.where(ok, hc, 0), I, LAYOUT)
+        a = _activate(g, u, b_ptr + e.to(tl.int64) * stride_be, g_rows, u_rows, limit, ACT, HAS_BIAS)
+        tl.store(h_ptr + slot * stride_hm + hc, a, mask=ok)
 
 
 @triton.jit

@@ -22,7 +22,8 @@ decode grid on the FMA units, weights straight to registers, ``_moe_gemv.py``), 
 tensor-core tile; on the gemv path the tokens, 1 or 2, that share one pass over an expert's weights),
 BLOCK_N (weight rows per program in both GEMMs: the first GEMM computes BLOCK_N/2 gate and BLOCK_N/2
 up rows), BLOCK_K (gemv: up to 1024 for the first GEMM, clamped to I for the second), GROUP_M, SPLIT_K
-(down projection only), DEQ (how E2M1 meets the tensor cores: "arith" decodes and scales the weight
+(K splits of the down projection; on the gemv path of both GEMMs: the first one's fp32 partial sums
+are summed in split order by an activation launch, the second's split at most I / its BLOCK_K), DEQ (how E2M1 meets the tensor cores: "arith" decodes and scales the weight
 tile in registers, then one bf16 tl.dot per BLOCK_K; "group" decodes without scaling, one tl.dot per
 scale group, the scale multiplies the fp32 partial product (less per-element work, for decode); both
 run under the interpreter; "group_asm": "group" with a PTX E2M1 -> bf16x2 decode (two values per 32-bit
@@ -43,7 +44,7 @@ import torch
 import triton
 
 from aotune.kernels._moe_checks import ACTIVATIONS, LAYOUTS, check_inputs
-from aotune.kernels._moe_gemv import _moe_gemv1, _moe_gemv2
+from aotune.kernels._moe_gemv import _moe_act, _moe_gemv1, _moe_gemv2
 from aotune.kernels._moe_kernels import _moe_align, _moe_gemm1, _moe_gemm2, _moe_reduce
 from aotune.kernels.base import Cost, Inputs, Kernel, Launch, Problem
 from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
@@ -62,14 +63,16 @@ def _pow2(n: int) -> int:
 def _workspace(p: MoEProblem, cfg: Config, device: torch.device | str, ids: torch.Tensor) -> Tensors:
     """Per-call buffers of the launches (sizes depend only on the problem and the config)."""
     t, decode = p.M * p.top_k, cfg["PATH"] != "prefill"
-    atomic = not decode or cfg["SPLIT_K"] > 1
+    atomic = not decode or _down_splits(cfg, p) > 1
     dst_rows = t if decode else p.M
     ws = {
         "inter": torch.empty(t, p.I, dtype=torch.bfloat16, device=device),
         "dst": (torch.zeros if atomic else torch.empty)(dst_rows, p.K, dtype=torch.float32, device=device),
         "out": torch.empty(p.M, p.K, dtype=torch.bfloat16, device=device),
-        "sorted": ids, "bexp": ids, "cursor": ids,
+        "sorted": ids, "bexp": ids, "cursor": ids, "split_ws": ids,
     }
+    if cfg["PATH"] == "gemv" and cfg["SPLIT_K"] > 1:  # the first GEMM's fp32 partial sums, one slab per split
+        ws["split_ws"] = torch.empty(cfg["SPLIT_K"], t, 2 * p.I, dtype=torch.float32, device=device)
     if not decode:
         nb_cap = triton.cdiv(t, cfg["BLOCK_M"]) + min(t, p.E)
         ws["sorted"] = torch.empty(nb_cap * cfg["BLOCK_M"], dtype=torch.int32, device=device)
@@ -133,26 +136,35 @@ def _dot_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) 
 
 
 def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) -> list[tuple[Launch, tuple]]:
-    """FMA path ("gemv", _moe_gemv.py): GEMM1 and GEMM2 over (slot, N tile[, K split]); bf16 pairs as int32.
-    TAIL_K: the step after the last whole BLOCK_K, the largest power of two dividing K (>= group_size)."""
-    t, bn, bk, split_k = p.M * p.top_k, cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"]
+    """FMA path ("gemv", _moe_gemv.py): GEMM1 [, activation of its K splits], GEMM2, over (slot, N tile,
+    K split); bf16 pairs read as int32. TAIL_K: the step after the last whole BLOCK_K, the largest power of
+    two dividing K (>= group_size)."""
+    t, bn, bk, split1, split2 = p.M * p.top_k, cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"], _down_splits(cfg, p)
     bk2 = _down_block_k(cfg, p)
     b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
     tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=bn, G=p.group_size,
                  ASM=cfg["DEQ"] == "group_asm", num_warps=cfg["num_warps"], num_stages=1)
-    x32, inter, dst, ids = ts["x"].view(torch.int32), ts["inter"], ts["dst"], ts["topk_ids"]
+    x32, inter, dst, ids, split_ws = ts["x"].view(torch.int32), ts["inter"], ts["dst"], ts["topk_ids"], ts["split_ws"]
     inter32 = inter.view(torch.int32)
     w13, s13, w2, s2 = ts["w13"], ts["w13_scale"], ts["w2"], ts["w2_scale"]
-    g1 = (x32, w13, s13, b13, inter, ids, t, p.K, p.I, p.E, p.top_k, float("inf") if limit is None else limit,
-          x32.stride(0), w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0))
-    kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias, **tiles,
-               BLOCK_K=bk, TAIL_K=min(bk, p.K & -p.K))
+    lim = float("inf") if limit is None else limit
+    ws_strides = (split_ws.stride(0), split_ws.stride(1)) if split1 > 1 else (0, 0)
+    g1 = (x32, w13, s13, b13, inter, split_ws, ids, t, p.K, p.I, p.E, p.top_k, lim, x32.stride(0), w13.stride(0),
+          w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0), *ws_strides)
+    act = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias)
+    kw1 = dict(**act, **tiles, BLOCK_K=bk, TAIL_K=min(bk, p.K & -p.K), SPLIT=split1)
+    out = [(Launch(_moe_gemv1, g1, kw1), (t * triton.cdiv(p.I, bn // 2) * split1,))]
+    if split1 > 1:
+        block = min(1024, _pow2(p.I))
+        ga = (split_ws, b13, inter, ids, p.I, p.E, lim, *ws_strides, stride_b13, inter.stride(0))
+        out.append((Launch(_moe_act, ga, dict(**act, SPLIT=split1, BLOCK=block, num_warps=4)),
+                    (t, triton.cdiv(p.I, block))))
     g2 = (inter32, w2, s2, b2, dst, ts["topk_weights"], ids, t, p.K, p.I, p.E, p.top_k, inter32.stride(0),
           w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
-    kw2 = dict(HAS_BIAS=p.has_bias, ATOMIC=split_k > 1, SPLIT_K=split_k, **tiles, BLOCK_K=bk2,
+    kw2 = dict(HAS_BIAS=p.has_bias, ATOMIC=split2 > 1, SPLIT_K=split2, **tiles, BLOCK_K=bk2,
                TAIL_K=min(bk2, p.I & -p.I))
-    return [(Launch(_moe_gemv1, g1, kw1), (t * triton.cdiv(p.I, bn // 2),)),
-            (Launch(_moe_gemv2, g2, kw2), (t * triton.cdiv(p.K, bn) * split_k,))]
+    out.append((Launch(_moe_gemv2, g2, kw2), (t * triton.cdiv(p.K, bn) * split2,)))
+    return out
 
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
@@ -249,6 +261,14 @@ def _slots(p: MoEProblem) -> int:
     return p.M * p.top_k
 
 
+def _down_splits(config: Config, p: MoEProblem) -> int:
+    """K splits of the second GEMM: SPLIT_K, except on the gemv path (where SPLIT_K splits the first GEMM)
+    at most I / its BLOCK_K, so that every split has a whole K step."""
+    if config["PATH"] == "gemv":
+        return max(1, min(config["SPLIT_K"], p.I // _down_block_k(config, p)))
+    return config["SPLIT_K"]
+
+
 def _down_block_k(config: Config, p: MoEProblem) -> int:
     """BLOCK_K of the second GEMM (K = I): on the gemv path BLOCK_K clamped to I rounded up to a power of two,
     so that a long first-GEMM tile (few dependent loads per program) does not mask most of a short one."""
@@ -277,7 +297,10 @@ def _tiles_fit(config: Config, p: MoEProblem) -> str | None:
         return f"BLOCK_M {config['BLOCK_M']} exceeds the rows any expert can get (M={p.M})"
     if config["BLOCK_N"] > max(32, _pow2(max(2 * p.I, p.K))):
         return f"BLOCK_N {config['BLOCK_N']} exceeds the weight rows"
-    if config["SPLIT_K"] > 1 and triton.cdiv(p.I, config["SPLIT_K"]) < _down_block_k(config, p):
+    if config["PATH"] == "gemv":
+        if config["SPLIT_K"] > 1 and triton.cdiv(p.K, config["SPLIT_K"]) < config["BLOCK_K"]:
+            return f"SPLIT_K {config['SPLIT_K']} leaves less than BLOCK_K of K={p.K} per split"
+    elif config["SPLIT_K"] > 1 and triton.cdiv(p.I, config["SPLIT_K"]) < config["BLOCK_K"]:
         return f"SPLIT_K {config['SPLIT_K']} leaves less than BLOCK_K of I={p.I} per split"
     return None
 
@@ -321,7 +344,7 @@ SPACE = ConfigSpace(
     params={
         "PATH": Choice("decode", "prefill", "gemv"), "BLOCK_M": Choice(1, 2, 16, 32, 64, 128),
         "BLOCK_N": Choice(8, 16, 32, 64, 128, 256), "BLOCK_K": Choice(64, 128, 256, 512, 1024), "GROUP_M": Choice(1, 8),
-        "SPLIT_K": Choice(1, 2, 4), "DEQ": Choice("arith", "group", "group_asm", "dot_scaled"),
+        "SPLIT_K": Choice(1, 2, 4, 8), "DEQ": Choice("arith", "group", "group_asm", "dot_scaled"),
         "num_warps": Choice(1, 2, 4, 8), "num_stages": Choice(1, 2, 3, 4),
     },
     # Valid for every problem and runs under the interpreter; the best swept config of the H100 bench at

@@ -93,6 +93,11 @@ GEMV_CASES = [  # the FMA path: 1 or 2 tokens per pass, K/I tails, split-K, tiny
      dict(_GEMV, BLOCK_M=2, BLOCK_N=16, BLOCK_K=32, SPLIT_K=2)),
     (dict(M=9, K=128, I=48, E=3, top_k=2, group_size=16), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=32)),
     (dict(M=20, K=64, I=64, E=2, top_k=2), dict(_GEMV, BLOCK_M=2, BLOCK_N=32, BLOCK_K=64)),  # 10 passes
+    # K split 4 of the first GEMM: splits of 128, a 32-wide tail in the third, the fourth past K (384 > 288)
+    (dict(M=4, K=288, I=64, E=3, top_k=2, layout="up_gate"), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=64,
+                                                                  SPLIT_K=4)),
+    (dict(M=3, K=96, I=96, E=4, top_k=2, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_GEMV, BLOCK_M=2, BLOCK_N=8, BLOCK_K=32, SPLIT_K=2)),
 ]
 
 
@@ -178,6 +183,8 @@ def test_launches_on_meta_tensors() -> None:
     assert [launch.fn.__name__ for launch in decode] == ["_moe_gemm1", "_moe_gemm2", "_moe_reduce"]
     gemv = launches(problem, dict(CFG, PATH="gemv", BLOCK_M=2, num_stages=1))
     assert [launch.fn.__name__ for launch in gemv] == ["_moe_gemv1", "_moe_gemv2", "_moe_reduce"]
+    split = launches(problem, dict(CFG, PATH="gemv", BLOCK_M=1, num_stages=1, SPLIT_K=4))
+    assert [launch.fn.__name__ for launch in split] == ["_moe_gemv1", "_moe_act", "_moe_gemv2", "_moe_reduce"]
 
 
 @pytest.mark.parametrize("overrides,reason", [
@@ -235,6 +242,8 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
     (dict(M=32, K=4096, I=2048, E=256, top_k=6), dict(_GEMV, BLOCK_M=2, BLOCK_N=64, BLOCK_K=256,
                                                        DEQ="group_asm", SPLIT_K=2)),
     (dict(M=8, K=4096, I=256, E=256, top_k=6), dict(_GEMV, BLOCK_M=1, BLOCK_N=32, BLOCK_K=128)),
+    (dict(M=2, K=4096, I=256, E=256, top_k=6), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, SPLIT_K=4,
+                                                     DEQ="group_asm", num_warps=2)),
     (dict(M=5, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(_GEMV, BLOCK_M=2, BLOCK_N=32, BLOCK_K=256, DEQ="group_asm")),  # 2880 % 256: masked tails
 ]

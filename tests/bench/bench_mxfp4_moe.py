@@ -12,7 +12,7 @@ set); the calls are captured in one CUDA graph, the replay is timed with CUDA ev
 ``--reps`` replays, divided by the number of calls. Every candidate is first compiled ahead of time in
 16 processes (Triton's cache is then hit by the JIT). Usage:
 ``python3 tests/bench/bench_mxfp4_moe.py [--reps 15] [--budget-s 300] [--json out.json] [--tokens 1,8,32]
-[--paths gemv,decode]``.
+[--paths gemv,decode] [--models dsv4-flash-tp8]``.
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ _PREFILL_TILES = [(64, 128, 4, 3), (128, 128, 8, 3), (256, 64, 8, 3), (128, 64, 
 # PATH gemv: (BLOCK_M tokens per pass, BLOCK_N rows, BLOCK_K, num_warps, SPLIT_K)
 _GEMV_TILES = [(1, 8, 512, 1, 1), (1, 16, 256, 1, 1), (1, 16, 512, 1, 1), (1, 16, 1024, 1, 1), (1, 16, 512, 2, 1),
                (1, 32, 256, 4, 1), (1, 32, 512, 2, 1), (1, 32, 512, 4, 1), (1, 64, 256, 4, 1), (1, 64, 512, 4, 1),
-               (1, 32, 512, 2, 2), (1, 64, 512, 4, 2), (2, 16, 512, 1, 1), (2, 32, 512, 2, 1), (2, 32, 256, 4, 1)]
+               (1, 32, 512, 2, 2), (1, 64, 512, 4, 2), (2, 16, 512, 1, 1), (2, 32, 512, 2, 1), (2, 32, 256, 4, 1),
+               (1, 16, 512, 2, 4), (1, 16, 512, 1, 8), (1, 32, 512, 2, 4), (1, 16, 256, 2, 4)]
 
 
 def _events_ms(fn: Callable[[], Any], reps: int) -> list[float]:
@@ -214,10 +215,11 @@ def main() -> None:
     parser.add_argument("--json", default="")
     parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="comma-separated M values")
     parser.add_argument("--paths", default="decode,prefill,gemv", help="PATH values swept (SGLang's set always)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names of MODELS")
     args = parser.parse_args()
     start = time.time()
     tokens, paths = [int(m) for m in args.tokens.split(",")], set(args.paths.split(","))
-    problems = [(n, MoEProblem(M=m, **f)) for n, f in MODELS.items() for m in tokens]
+    problems = [(n, MoEProblem(M=m, **MODELS[n])) for n in args.models.split(",") for m in tokens]
     plans = {(n, p.M): [c for c in sweep(p) if c.get("_sglang") or c["PATH"] in paths] for n, p in problems}
     jobs = [(p.to_dict(), _plain(c)) for n, p in problems for c in plans[(n, p.M)]]
     try:
