@@ -9,8 +9,10 @@ sum is scaled by its E8M0 factor. Every product is exact in fp32, as on the tens
 order of the fp32 sums differs.
 
 Grid and routing as on the decode path (``_owner``: the first slot of each expert does the work, no
-sort, CUDA-graph safe). The first GEMM computes BLOCK_N/2 gate and BLOCK_N/2 up rows in one tile; the
-second may split K (fp32 atomics into the per-slot buffer). Latency is hidden by occupancy (about 64-128
+sort, CUDA-graph safe). The first GEMM computes BLOCK_N/2 gate and BLOCK_N/2 up rows in one tile. With
+SPLIT_K > 1 its K splits (a short dependent chain per program: what tiny batches are bound by) write fp32
+partial sums that ``_moe_act`` adds in split order (deterministic) before the activation; the second
+GEMM's splits add into the per-slot fp32 buffer with atomics. Latency is hidden by occupancy (about 64-128
 registers per thread): Triton's pipeliner only stages loads that feed ``tl.dot``, and a prefetched uint8
 tile carried across iterations was unpacked to one byte per register (more instructions, not fewer).
 
