@@ -37,6 +37,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from bisect import bisect_left
 from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
@@ -142,7 +143,7 @@ class Loader:
         self._smem: dict[tuple[str, str, str, str], int] = {}
         self._versions: dict[str, dict[str, set[str]]] = {}
         self._devices: dict[str, DeviceClass] = {}
-        self._buckets: dict[tuple[Any, ...], dict[tuple[Any, ...], list[tuple[Any, _Entry]]]] = {}
+        self._buckets: dict[tuple[Any, ...], list[tuple[Any, _Entry]]] = {}
         self._memo: dict[tuple[Any, ...], Answer] = {}
         self._warned: set[str] = set()
 
@@ -273,18 +274,21 @@ class Loader:
 
     def _ladder(self, slot: Mapping[Any, _Entry], where: tuple[str, str, str], problem: Mapping[str, Any],
                 bucketed: str) -> list[tuple[Any, _Entry]]:
-        ladders = self._buckets.get((*where, bucketed))
-        if ladders is None:  # every ladder of this slot and field at once: built once, then a dict lookup
-            ladders = {}
-            for pid, entry in slot.items():  # slot keys are problem_ids: sorted, so the rest stays sorted
-                tuned = entry.data["problem"].get(bucketed)
-                if _numeric(tuned):
-                    at = pid.index((bucketed, tuned))
-                    ladders.setdefault(pid[:at] + pid[at + 1:], []).append((tuned, entry))
-            for ladder in ladders.values():
-                ladder.sort(key=itemgetter(0))
-            self._buckets[(*where, bucketed)] = ladders
-        return ladders.get(tuple(item for item in problem_id(problem) if item[0] != bucketed), [])
+        """The tuned problems of ``slot`` that differ from ``problem`` only in ``bucketed``, by that value.
+
+        Built once per (slot, field, other fields), then a dict lookup. Slot keys are problem ids, sorted by
+        field name, so a match is the query's other fields with ``bucketed`` at one known position."""
+        rest = tuple(item for item in problem_id(problem) if item[0] != bucketed)
+        key = (*where, bucketed, rest)
+        ladder = self._buckets.get(key)
+        if ladder is None:
+            at = bisect_left([name for name, _ in rest], bucketed)
+            head, tail, size = rest[:at], rest[at:], len(rest) + 1
+            ladder = sorted(((pid[at][1], entry) for pid, entry in slot.items()
+                             if len(pid) == size and pid[at][0] == bucketed and _numeric(pid[at][1])
+                             and pid[:at] == head and pid[at + 1:] == tail), key=itemgetter(0))
+            self._buckets[key] = ladder
+        return ladder
 
     def _default(self, kernel: str, version: str, problem: Mapping[str, Any], device: DeviceClass,
                  defaults: Defaults, check: Check | None, fits: Fits | None) -> Answer:
