@@ -93,7 +93,7 @@ def main() -> None:
         for label, prob, device, ladders in (
                 ("cold lookup, exact hit", problem, h100, False),
                 ("cold lookup, nearest (M=40 -> 48)", between, h100, False),
-                ("cold lookup, nearest, bucket ladders of the device built too (once per kernel/device)",
+                ("cold lookup, nearest, its ladder built too (once per kernel, device and other fields)",
                  between, h100, True),
                 ("cold lookup, same arch other product", problem, DeviceClass("nvidia", "sm_90", "h100-nvl", 232448,
                                                                               132), False),
