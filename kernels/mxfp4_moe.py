@@ -316,6 +316,8 @@ def _path_fits(config: Config, p: MoEProblem) -> str | None:
             return "gemv path: no software pipelining (num_stages 1 only)"
     elif config["BLOCK_M"] < 16 or config["BLOCK_N"] < 32:
         return f"{path} path: tl.dot needs BLOCK_M >= 16 and BLOCK_N >= 32"
+    elif config["num_warps"] < 2 or config["SPLIT_K"] > 4:
+        return f"{path} path: num_warps >= 2 and SPLIT_K <= 4 (1 warp and 8 splits are for the gemv path)"
     if path == "prefill":
         return None
     if _slots(p) > _DECODE_MAX_SLOTS or max(16, _pow2(_slots(p))) * config["BLOCK_M"] > 16384:
@@ -340,6 +342,16 @@ SGLANG_SM120 = [
     for bn, bk, w, s in _SGLANG_PREFILL
 ]
 
+_TENSOR_CORE_TILES = dict(BLOCK_M=Choice(16, 32, 64, 128), BLOCK_N=Choice(32, 64, 128, 256),
+                          BLOCK_K=Choice(64, 128, 256), SPLIT_K=Choice(1, 2, 4), num_warps=Choice(2, 4, 8))
+# What each PATH can use (the constraints below say the same, and why): the space enumerates the three
+# products (about 22,700 configs), not one product of every value (276,480).
+_BRANCHES = ("PATH", {
+    "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm"), num_stages=Choice(1)),
+    "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1)),
+    "prefill": _TENSOR_CORE_TILES,
+})
+
 SPACE = ConfigSpace(
     params={
         "PATH": Choice("decode", "prefill", "gemv"), "BLOCK_M": Choice(1, 2, 16, 32, 64, 128),
@@ -353,6 +365,7 @@ SPACE = ConfigSpace(
                  num_warps=4, num_stages=4),
     constraints=(_block_k_fits, _tiles_fit, _path_fits),
     baselines={"sglang_sm120": SGLANG_SM120},
+    branches=_BRANCHES,
 )
 
 

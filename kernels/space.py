@@ -2,7 +2,10 @@
 
 A config is a plain ``dict[str, int | str]`` (``num_warps`` and ``num_stages`` included). A space
 enumerates the cartesian product of its parameters; constraint predicates remove candidates that
-cannot be meaningful for a problem ("invalid", not a failure) and say why.
+cannot be meaningful for a problem ("invalid", not a failure) and say why. Optional ``branches`` narrow
+the product per value of one parameter (e.g. the MoE's PATH: tile sizes that only one code path uses
+are not crossed with the others), so that a space of several code paths enumerates the sum of their
+products, not the product of all their values; the constraints stay the rule for what is valid.
 """
 from __future__ import annotations
 
@@ -64,6 +67,17 @@ Param = Union[Pow2, Choice]
 
 
 @dataclass(frozen=True)
+class _Empty:
+    """No values: a branch left without any allowed value of a parameter (``restricted``)."""
+
+    def values(self) -> tuple[Any, ...]:
+        return ()
+
+
+_EMPTY = _Empty()
+
+
+@dataclass(frozen=True)
 class Candidate:
     """One point of a space for one problem; ``invalid_reason`` is set when a constraint removed it."""
 
@@ -79,17 +93,38 @@ class ConfigSpace:
     default: Config
     constraints: Sequence[Constraint] = ()
     baselines: Mapping[str, Sequence[Config]] = field(default_factory=dict)
+    # (parameter, {value: {other parameter: its values when the first one has that value}})
+    branches: tuple[str, Mapping[Any, Mapping[str, Param]]] | None = None
 
     def __post_init__(self) -> None:
         missing = set(self.params) - set(self.default)
         if missing:
             raise ValueError(f"default config lacks parameters {sorted(missing)}")
+        if self.branches is not None:
+            name, by_value = self.branches
+            if name not in self.params or set(by_value) - set(self.params[name].values()):
+                raise ValueError(f"branches: {name!r} and its values must be a parameter and its values")
+            for value, params in by_value.items():
+                for other, param in params.items():
+                    if other not in self.params or set(param.values()) - set(self.params[other].values()):
+                        raise ValueError(f"branches[{value!r}]: {other!r} must be a parameter and its values "
+                                         f"among the parameter's; parameters: {list(self.params)}")
+
+    def _products(self) -> Iterator[dict[str, Param]]:
+        """The parameter sets whose products make up the space: one, or one per branch value."""
+        if self.branches is None:
+            yield dict(self.params)
+            return
+        name, by_value = self.branches
+        for value in self.params[name].values():
+            yield {**self.params, **by_value.get(value, {}), name: Choice(value)}
 
     def configs(self) -> Iterator[Config]:
-        """Every point of the cartesian product, in a stable order."""
+        """Every point of the space (of each branch's cartesian product), in a stable order."""
         names = list(self.params)
-        for values in itertools.product(*(self.params[n].values() for n in names)):
-            yield dict(zip(names, values))
+        for params in self._products():
+            for values in itertools.product(*(params[n].values() for n in names)):
+                yield dict(zip(names, values))
 
     def check(self, config: Config, problem: Any) -> str | None:
         """None when ``config`` is valid for ``problem``, else the first constraint's reason."""
@@ -127,7 +162,15 @@ class ConfigSpace:
             if not kept:
                 raise ValueError(f"restrict: no value of {name!r} left from {list(values)}")
             params[name] = Choice(*kept)
-        return dataclasses.replace(self, params=params)
+        branches = self.branches
+        if branches is not None:  # each branch keeps the allowed values it has (none: the branch is empty)
+            name, by_value = branches
+            branches = (name, {
+                value: {other: Choice(*kept) if kept else _EMPTY
+                        for other, param in branch.items()
+                        for kept in [[v for v in param.values() if v in params[other].values()]]}
+                for value, branch in by_value.items() if value in params[name].values()})
+        return dataclasses.replace(self, params=params, branches=branches)
 
     def baseline(self, name: str) -> Sequence[Config]:
         """A named baseline set (e.g. the upstream hand-picked configs); KeyError names the choices."""
@@ -136,7 +179,11 @@ class ConfigSpace:
         return self.baselines[name]
 
     def size(self) -> int:
-        total = 1
-        for param in self.params.values():
-            total *= len(param.values())
+        """How many configs ``configs()`` yields."""
+        total = 0
+        for params in self._products():
+            product = 1
+            for param in params.values():
+                product *= len(param.values())
+            total += product
         return total

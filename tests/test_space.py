@@ -66,3 +66,35 @@ def test_fault_configs_are_opt_in() -> None:
     assert not any("fault" in k for k in default_keys)
     with_faults = kernel.space.candidates(problem, include=["faults"])
     assert {c.config.get("fault") for c in with_faults} >= {"compile", "wrong", "hang", "kill"}
+
+
+def _branched() -> ConfigSpace:
+    return ConfigSpace(params={"PATH": Choice("a", "b"), "X": Choice(1, 2, 3), "Y": Choice(1, 2)},
+                       default={"PATH": "a", "X": 1, "Y": 1},
+                       branches=("PATH", {"a": {"X": Choice(1)}, "b": {"Y": Choice(2)}}))
+
+
+def test_branches_enumerate_each_path_product_only() -> None:
+    space = _branched()
+    configs = list(space.configs())
+    assert space.size() == len(configs) == 2 + 3
+    assert {(c["PATH"], c["X"]) for c in configs} == {("a", 1), ("b", 1), ("b", 2), ("b", 3)}
+    assert all(c["Y"] == 2 for c in configs if c["PATH"] == "b")
+    restricted = space.restricted({"X": [2, 3]})  # branch "a" keeps no X: it is empty
+    assert [c["X"] for c in restricted.configs()] == [2, 3] and restricted.size() == 2
+    with pytest.raises(ValueError, match="branches"):
+        ConfigSpace(params={"P": Choice("a")}, default={"P": "a"}, branches=("P", {"a": {"Z": Choice(1)}}))
+    with pytest.raises(ValueError, match="branches"):
+        ConfigSpace(params={"P": Choice("a"), "X": Choice(1)}, default={"P": "a", "X": 1},
+                    branches=("P", {"a": {"X": Choice(2)}}))
+
+
+def test_moe_branches_drop_only_invalid_configs() -> None:
+    """The MoE space's branches remove nothing its constraints would keep (checked on a sample of problems)."""
+    space = get_kernel("mxfp4_moe").space
+    flat = ConfigSpace(params=space.params, default=space.default, constraints=space.constraints)
+    kept = {config_key(c) for c in space.configs()}
+    problem = get_kernel("mxfp4_moe").problem(dict(M=8, K=4096, I=256, E=256, top_k=6))
+    for config in flat.configs():
+        if config_key(config) not in kept:
+            assert flat.check(config, problem) is not None, config
