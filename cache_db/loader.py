@@ -35,9 +35,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from bisect import bisect_left
 from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType

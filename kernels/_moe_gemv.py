@@ -18,7 +18,7 @@ tile carried across iterations was unpacked to one byte per register (more instr
 
 E2M1 -> fp32: ``ASM`` (GPU only, sm_89+) maps each nibble to an E4M3 byte with integer ops
 (s e1 e0 m -> s 0 0 e1 e0 m 0 0, exactly the value times 2**-6), converts two bytes per
-``cvt.rn.f16x2.e4m3x2`` and widens to fp32; otherwise the fp16-bits decode of ``_moe_kernels``
+``cvt.rn.f16x2.e4m3x2`` and widens to fp32; otherwise ``_e2m1_fp16_bits`` of ``_moe_kernels``
 (value times 2**-14), which the CPU interpreter runs. Activations are read as int32 pairs of bf16
 (even K in the low half), which widen to fp32 with one shift or mask each.
 """
@@ -27,7 +27,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from aotune.kernels._moe_kernels import _bf16_rne, _chunk_rows, _owner, _tile_ids
+from aotune.kernels._moe_kernels import (
+    _activate, _chunk_rows, _e2m1_fp16_bits, _gate_up_rows, _owner, _tile_ids,
+)
 
 
 @triton.jit
@@ -64,9 +66,9 @@ def _e2m1_f32(w, ASM: tl.constexpr):
     if ASM:
         lo, hi = _e2m1_f32_asm(w)
     else:
-        w16 = w.to(tl.uint16)
-        lo = (((w16 & 7) << 9) | ((w16 & 8) << 12)).to(tl.float16, bitcast=True).to(tl.float32)
-        hi = (((w16 & 0x70) << 5) | ((w16 & 0x80) << 8)).to(tl.float16, bitcast=True).to(tl.float32)
+        lo, hi = _e2m1_fp16_bits(w)
+        lo = lo.to(tl.float16, bitcast=True).to(tl.float32)
+        hi = hi.to(tl.float16, bitcast=True).to(tl.float32)
     return lo, hi
 
 
@@ -149,35 +151,6 @@ def _slot_pair(match, rank, count, c, T_PAD: tl.constexpr, R: tl.constexpr):
     slots, slot_ok = _chunk_rows(match, rank, count, c, T_PAD, R)
     first = _pick(slots, 0)
     return first, tl.where(_pick(slot_ok.to(tl.int32), R - 1) != 0, _pick(slots, R - 1), first)
-
-
-@triton.jit
-def _gate_up_rows(cols, I, LAYOUT: tl.constexpr):
-    """Weight rows (and bias indices) of the gate and up parts of intermediate columns ``cols``."""
-    if LAYOUT == 0:  # gate_up
-        g_rows, u_rows = cols, cols + I
-    elif LAYOUT == 1:  # up_gate
-        g_rows, u_rows = cols + I, cols
-    else:  # interleaved
-        g_rows, u_rows = 2 * cols, 2 * cols + 1
-    return g_rows, u_rows
-
-
-@triton.jit
-def _activate(g, u, b_base, g_rows, u_rows, limit, ACT: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """fp32 gate and up sums -> bf16 h, bias, limit, activation -> bf16 (KERNELS.md)."""
-    g = _bf16_rne(g).to(tl.float32)
-    u = _bf16_rne(u).to(tl.float32)
-    if HAS_BIAS:
-        g += tl.load(b_base + g_rows)
-        u += tl.load(b_base + u_rows)
-    g = tl.minimum(g, limit)  # limit is +inf when there is none
-    u = tl.minimum(tl.maximum(u, -limit), limit)
-    if ACT == 0:  # swiglu
-        a = g * tl.sigmoid(g) * u
-    else:  # swiglu_oai
-        a = g * tl.sigmoid(1.702 * g) * (u + 1.0)
-    return _bf16_rne(a)
 
 
 @triton.jit

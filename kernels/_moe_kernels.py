@@ -106,6 +106,43 @@ def _bf16_rne(v):
 
 
 @triton.jit
+def _e2m1_fp16_bits(w):
+    """E2M1 bytes -> (low nibbles, high nibbles) as the uint16 bits of fp16 values times 2**-14 (exponent
+    at bit 10, mantissa at bit 9, sign at bit 15; subnormals included): exact, and the interpreter runs it."""
+    w16 = w.to(tl.uint16)
+    return ((w16 & 7) << 9) | ((w16 & 8) << 12), ((w16 & 0x70) << 5) | ((w16 & 0x80) << 8)
+
+
+@triton.jit
+def _gate_up_rows(cols, I, LAYOUT: tl.constexpr):
+    """Weight rows (and bias indices) of the gate and up parts of intermediate columns ``cols``."""
+    if LAYOUT == 0:  # gate_up
+        g_rows, u_rows = cols, cols + I
+    elif LAYOUT == 1:  # up_gate
+        g_rows, u_rows = cols + I, cols
+    else:  # interleaved
+        g_rows, u_rows = 2 * cols, 2 * cols + 1
+    return g_rows, u_rows
+
+
+@triton.jit
+def _activate(g, u, b_base, g_rows, u_rows, limit, ACT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """fp32 gate and up sums (columns along the last axis) -> bf16 h, bias, limit, activation -> bf16."""
+    g = _bf16_rne(g).to(tl.float32)
+    u = _bf16_rne(u).to(tl.float32)
+    if HAS_BIAS:
+        g += tl.load(b_base + g_rows)
+        u += tl.load(b_base + u_rows)
+    g = tl.minimum(g, limit)  # limit is +inf when there is none
+    u = tl.minimum(tl.maximum(u, -limit), limit)
+    if ACT == 0:  # swiglu
+        a = g * tl.sigmoid(g) * u
+    else:  # swiglu_oai
+        a = g * tl.sigmoid(1.702 * g) * (u + 1.0)
+    return _bf16_rne(a)
+
+
+@triton.jit
 def _scaled_half(bits, sf, BN: tl.constexpr, BK: tl.constexpr, G: tl.constexpr):
     v = bits.to(tl.float16, bitcast=True).to(tl.float32)
     v = tl.reshape(v, (BN, BK // G, G // 2)) * sf[:, :, None]
@@ -131,9 +168,7 @@ def _mx_dot(acc, x, w_ptrs, s_ptrs, k_left, BM: tl.constexpr, BN: tl.constexpr, 
     if DOT_SCALED:
         acc = tl.dot_scaled(x, None, "bf16", tl.trans(w), s, "e2m1", acc)
     else:
-        w16 = w.to(tl.uint16)
-        lo = ((w16 & 7) << 9) | ((w16 & 8) << 12)
-        hi = ((w16 & 0x70) << 5) | ((w16 & 0x80) << 8)
+        lo, hi = _e2m1_fp16_bits(w)
         s32 = s.to(tl.uint32)
         sf = ((s32 << 23) | ((s32 == 255).to(tl.uint32) << 22)).to(tl.float32, bitcast=True)
         x_even, x_odd = tl.split(tl.reshape(x, (BM, BK // 2, 2)))
@@ -188,9 +223,9 @@ def _group_dot(acc, x_even, x_odd, w_ptrs, s_ptrs, k_ok, ASM: tl.constexpr, EVEN
     if ASM:
         lo, hi = _e2m1_asm(w)  # exact values
     else:  # value * 2**-14 via fp16 bits
-        w16 = w.to(tl.uint16)
-        lo = (((w16 & 7) << 9) | ((w16 & 8) << 12)).to(tl.float16, bitcast=True).to(tl.float32).to(tl.bfloat16)
-        hi = (((w16 & 0x70) << 5) | ((w16 & 0x80) << 8)).to(tl.float16, bitcast=True).to(tl.float32).to(tl.bfloat16)
+        lo, hi = _e2m1_fp16_bits(w)
+        lo = lo.to(tl.float16, bitcast=True).to(tl.float32).to(tl.bfloat16)
+        hi = hi.to(tl.float16, bitcast=True).to(tl.float32).to(tl.bfloat16)
     part = tl.dot(x_even, tl.trans(lo))
     part = tl.dot(x_odd, tl.trans(hi), part)
     sf = ((s << 23) | ((s == 255).to(tl.uint32) << 22)).to(tl.float32, bitcast=True)
@@ -235,12 +270,7 @@ def _gemm1_tile(x_ptr, w_base, s_base, b_base, h_ptr, rows, row_ok, pid_n, K, I,
     cols = pid_n * HALF + tl.arange(0, HALF)
     n_ok = cols < I
     safe_cols = tl.where(n_ok, cols, 0)  # clamped rows: unmasked weight loads, masked store
-    if LAYOUT == 0:  # gate_up
-        g_rows, u_rows = safe_cols, safe_cols + I
-    elif LAYOUT == 1:  # up_gate
-        g_rows, u_rows = safe_cols + I, safe_cols
-    else:  # interleaved
-        g_rows, u_rows = 2 * safe_cols, 2 * safe_cols + 1
+    g_rows, u_rows = _gate_up_rows(safe_cols, I, LAYOUT)
     x_rows = x_ptr + (tl.where(row_ok, rows, 0) // top_k) * stride_xm
     acc_g = tl.zeros((BLOCK_M, HALF), tl.float32)
     acc_u = tl.zeros((BLOCK_M, HALF), tl.float32)
@@ -252,18 +282,8 @@ def _gemm1_tile(x_ptr, w_base, s_base, b_base, h_ptr, rows, row_ok, pid_n, K, I,
     if DEQ != 2:
         acc_g = acc_g * 16384.0
         acc_u = acc_u * 16384.0
-    g = _bf16_rne(acc_g).to(tl.float32)
-    u = _bf16_rne(acc_u).to(tl.float32)
-    if HAS_BIAS:
-        g += tl.load(b_base + g_rows)[None, :]
-        u += tl.load(b_base + u_rows)[None, :]
-    g = tl.minimum(g, limit)  # limit is +inf when there is none
-    u = tl.minimum(tl.maximum(u, -limit), limit)
-    if ACT == 0:  # swiglu
-        a = g * tl.sigmoid(g) * u
-    else:  # swiglu_oai
-        a = g * tl.sigmoid(1.702 * g) * (u + 1.0)
-    tl.store(h_ptr + rows[:, None] * stride_hm + cols[None, :], _bf16_rne(a),
+    tl.store(h_ptr + rows[:, None] * stride_hm + cols[None, :],
+             _activate(acc_g, acc_u, b_base, g_rows, u_rows, limit, ACT, HAS_BIAS),
              mask=row_ok[:, None] & n_ok[None, :])
 
 

@@ -67,17 +67,6 @@ Param = Union[Pow2, Choice]
 
 
 @dataclass(frozen=True)
-class _Empty:
-    """No values: a branch left without any allowed value of a parameter (``restricted``)."""
-
-    def values(self) -> tuple[Any, ...]:
-        return ()
-
-
-_EMPTY = _Empty()
-
-
-@dataclass(frozen=True)
 class Candidate:
     """One point of a space for one problem; ``invalid_reason`` is set when a constraint removed it."""
 
@@ -163,13 +152,17 @@ class ConfigSpace:
                 raise ValueError(f"restrict: no value of {name!r} left from {list(values)}")
             params[name] = Choice(*kept)
         branches = self.branches
-        if branches is not None:  # each branch keeps the allowed values it has (none: the branch is empty)
+        if branches is not None:  # each branch keeps its allowed values; a branch left without any is dropped
             name, by_value = branches
-            branches = (name, {
-                value: {other: Choice(*kept) if kept else _EMPTY
-                        for other, param in branch.items()
-                        for kept in [[v for v in param.values() if v in params[other].values()]]}
-                for value, branch in by_value.items() if value in params[name].values()})
+            kept = {value: {other: [v for v in param.values() if v in params[other].values()]
+                            for other, param in branch.items()} for value, branch in by_value.items()}
+            dropped = {value for value, branch in kept.items() if not all(branch.values())}
+            values = [v for v in params[name].values() if v not in dropped]
+            if not values:
+                raise ValueError(f"restrict: no value of {name!r} has a config left")
+            params[name] = Choice(*values)
+            branches = (name, {value: {other: Choice(*vs) for other, vs in branch.items()}
+                               for value, branch in kept.items() if value in values})
         return dataclasses.replace(self, params=params, branches=branches)
 
     def baseline(self, name: str) -> Sequence[Config]:
