@@ -175,7 +175,7 @@ def mla_decode_kernel(
     sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, S_q, H, scale_log2,
     LAYOUT: tl.constexpr, PAGE: tl.constexpr, BLOCK_T: tl.constexpr, H_TILE: tl.constexpr, HP: tl.constexpr,
     NUM_SPLITS: tl.constexpr, HAS_LEN: tl.constexpr, HAS_XLEN: tl.constexpr, HAS_SINK: tl.constexpr,
-    LONELY_POS: tl.constexpr, ASM: tl.constexpr,
+    LONELY_POS: tl.constexpr, ASM: tl.constexpr, STAGES: tl.constexpr = 1,
 ):
     """Partial (or, with NUM_SPLITS == 1, final) attention of one (head tile, row, split)."""
     pid_h = tl.program_id(0)
@@ -210,19 +210,29 @@ def mla_decode_kernel(
     xlimit = TX
     if HAS_XLEN:
         xlimit = tl.minimum(TX, tl.load(xlen_ptr + b))
-    # Software pipeline in registers: the next tile's bytes are in flight while this tile is computed, and
-    # the tile after it's indices are loaded a whole tile of compute ahead. Tiles >= hi load nothing.
-    idx = _tile_index(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
-    raw, sc, rope, valid = _gather_tile(idx, lo, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf, xf32,
-                                        x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
-    idx = _tile_index(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
-    for tile in range(lo, hi):
-        raw1, sc1, rope1, valid1 = _gather_tile(idx, tile + 1, tiles_main, u8, bf, f32, n_tok, page_stride, xu8,
-                                                xbf, xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
-        idx = _tile_index(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
-        m, l, acc, acc_r = _attend(q, inv_c, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2, LAYOUT,
-                                   ASM)
-        raw, sc, rope, valid = raw1, sc1, rope1, valid1
+    if STAGES > 2:
+        # Triton's pipeliner (num_stages 3: indices two tiles ahead, gathers one, through shared memory with
+        # cp.async; 4: one more tile each). Lower stage counts run the register pipeline below.
+        for tile in tl.range(lo, hi, num_stages=STAGES):
+            idx = _tile_index(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
+            raw, sc, rope, valid = _gather_tile(idx, tile, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf,
+                                                xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
+            m, l, acc, acc_r = _attend(q, inv_c, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2,
+                                       LAYOUT, ASM)
+    else:
+        # Software pipeline in registers: the next tile's bytes are in flight while this tile is computed, and
+        # the tile after it's indices are loaded a whole tile of compute ahead. Tiles >= hi load nothing.
+        idx = _tile_index(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
+        raw, sc, rope, valid = _gather_tile(idx, lo, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf, xf32,
+                                            x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
+        idx = _tile_index(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
+        for tile in range(lo, hi):
+            raw1, sc1, rope1, valid1 = _gather_tile(idx, tile + 1, tiles_main, u8, bf, f32, n_tok, page_stride,
+                                                    xu8, xbf, xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
+            idx = _tile_index(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
+            m, l, acc, acc_r = _attend(q, inv_c, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2,
+                                       LAYOUT, ASM)
+            raw, sc, rope, valid = raw1, sc1, rope1, valid1
     inv = tl.where(l > 0, 1.0 / l, 0.0)
     lse2 = tl.where(l > 0, m + tl.log2(l), float("-inf"))
     o = acc * inv[None, :, None]

@@ -73,11 +73,14 @@ def _e2m1_f32(w, ASM: tl.constexpr):
 
 
 @triton.jit
-def _row_sums(lo, hi, sf, x_ptrs, BN: tl.constexpr, BK: tl.constexpr, G: tl.constexpr):
+def _row_sums(lo, hi, sf, x_ptrs, BN: tl.constexpr, BK: tl.constexpr, G: tl.constexpr, PIPE: tl.constexpr):
     """[BN]-row partial dot products with one token's BK activations, each scale group times its factor."""
-    # [BN, BK/2] pointers, equal along the rows: the load takes the weight tile's layout (no shared-memory
-    # round trip), and the compiler folds the repeated loads and conversions of each thread.
-    xp = tl.load(x_ptrs[None, :] + tl.zeros((BN, 1), tl.int32))
+    if PIPE:  # pipelined: one [BK/2] row through shared memory (a [BN, BK/2] copy would take BN times the room)
+        xp = tl.load(x_ptrs)[None, :]
+    else:
+        # [BN, BK/2] pointers, equal along the rows: the load takes the weight tile's layout (no shared-memory
+        # round trip), and the compiler folds the repeated loads and conversions of each thread.
+        xp = tl.load(x_ptrs[None, :] + tl.zeros((BN, 1), tl.int32))
     x_even = (xp << 16).to(tl.float32, bitcast=True)
     x_odd = (xp & -65536).to(tl.float32, bitcast=True)
     p = tl.join(lo * x_even, hi * x_odd)  # in-thread sums then chain into FMAs (no separate FADD)
@@ -86,26 +89,30 @@ def _row_sums(lo, hi, sf, x_ptrs, BN: tl.constexpr, BK: tl.constexpr, G: tl.cons
 
 @triton.jit
 def _gemv_step(acc0, acc1, x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, BN: tl.constexpr, BK: tl.constexpr,
-               G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr):
+               G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr, PIPE: tl.constexpr):
     """One BK step, all of it inside K (unmasked 16-byte loads): acc* [BN, BK/G] += scaled group sums."""
     w = tl.load(w_ptrs)
     s = tl.load(s_ptrs).to(tl.uint32)
     sf = ((s << 23) | ((s == 255).to(tl.uint32) << 22)).to(tl.float32, bitcast=True)
     lo, hi = _e2m1_f32(w, ASM)
-    acc0 += _row_sums(lo, hi, sf, x0_ptrs, BN, BK, G)
+    acc0 += _row_sums(lo, hi, sf, x0_ptrs, BN, BK, G, PIPE)
     if R == 2:
-        acc1 += _row_sums(lo, hi, sf, x1_ptrs, BN, BK, G)
+        acc1 += _row_sums(lo, hi, sf, x1_ptrs, BN, BK, G, PIPE)
     return acc0, acc1
 
 
 @triton.jit
 def _gemv_loop(x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, k_lo, k_hi, BN: tl.constexpr, BK: tl.constexpr,
-               G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr):
-    """[BN] sums over BK steps from k_lo while a whole step fits below k_hi; pointers given at k_lo."""
+               G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr, STAGES: tl.constexpr):
+    """[BN] sums over BK steps from k_lo while a whole step fits below k_hi; pointers given at k_lo.
+
+    STAGES > 1: Triton's pipeliner streams the step's loads (weights, scales, activations) through
+    shared memory with cp.async, STAGES - 1 steps ahead (it does so for a loop without ``tl.dot`` only
+    when the loop itself carries ``num_stages``)."""
     acc0 = tl.zeros((BN, BK // G), tl.float32)
     acc1 = tl.zeros((BN, BK // G), tl.float32)
-    for _ in range(k_lo, k_hi - BK + 1, BK):
-        acc0, acc1 = _gemv_step(acc0, acc1, x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, BN, BK, G, R, ASM)
+    for _ in tl.range(k_lo, k_hi - BK + 1, BK, num_stages=STAGES):
+        acc0, acc1 = _gemv_step(acc0, acc1, x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, BN, BK, G, R, ASM, STAGES > 1)
         w_ptrs += BK // 2
         s_ptrs += BK // G
         x0_ptrs += BK // 2
@@ -115,7 +122,7 @@ def _gemv_loop(x0_ptrs, x1_ptrs, w_ptrs, s_ptrs, k_lo, k_hi, BN: tl.constexpr, B
 
 @triton.jit
 def _gemv(x0_ptr, x1_ptr, w_rows, s_rows, k_lo, k_hi, BN: tl.constexpr, BK: tl.constexpr, TAIL_K: tl.constexpr,
-          G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr):
+          G: tl.constexpr, R: tl.constexpr, ASM: tl.constexpr, STAGES: tl.constexpr):
     """Dot products of BN weight rows with R <= 2 tokens over K in [k_lo, k_hi), no masked load.
 
     ``w_rows`` / ``s_rows`` [BN] point at the rows' weight and scale bytes at K = 0, ``x*_ptr`` at the
@@ -126,14 +133,14 @@ def _gemv(x0_ptr, x1_ptr, w_rows, s_rows, k_lo, k_hi, BN: tl.constexpr, BK: tl.c
     w_ptrs = w_rows[:, None] + (k_lo // 2 + kp)[None, :]
     s_ptrs = s_rows[:, None] + (k_lo // G + tl.arange(0, BK // G))[None, :]
     y0, y1 = _gemv_loop(x0_ptr + k_lo // 2 + kp, x1_ptr + k_lo // 2 + kp, w_ptrs, s_ptrs, k_lo, k_hi,
-                        BN, BK, G, R, ASM)
+                        BN, BK, G, R, ASM, STAGES)
     if TAIL_K < BK:
         k_tail = k_lo + (max(k_hi, k_lo) - k_lo) // BK * BK  # a split past the end of K: no tail
         kt = tl.arange(0, TAIL_K // 2)
         t0, t1 = _gemv_loop(x0_ptr + k_tail // 2 + kt, x1_ptr + k_tail // 2 + kt,
                             w_rows[:, None] + (k_tail // 2 + kt)[None, :],
                             s_rows[:, None] + (k_tail // G + tl.arange(0, TAIL_K // G))[None, :],
-                            k_tail, k_hi, BN, TAIL_K, G, R, ASM)
+                            k_tail, k_hi, BN, TAIL_K, G, R, ASM, 1)
         y0 += t0
         y1 += t1
     return y0, y1
@@ -172,7 +179,7 @@ def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, t
                stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm, stride_wss, stride_wsm,
                ACT: tl.constexpr, LAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, T_PAD: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, G: tl.constexpr,
-               ASM: tl.constexpr, TAIL_K: tl.constexpr, SPLIT: tl.constexpr):
+               ASM: tl.constexpr, TAIL_K: tl.constexpr, SPLIT: tl.constexpr, STAGES: tl.constexpr):
     """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns; x_ptr is int32.
     With SPLIT > 1 each program sums one K range into its split's fp32 workspace (``_moe_act`` finishes)."""
     HALF: tl.constexpr = BLOCK_N // 2
@@ -197,7 +204,7 @@ def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, t
         for c in range(0, count, BLOCK_M):
             slot0, slot1 = _slot_pair(match, rank, count, c, T_PAD, BLOCK_M)
             h0, h1 = _gemv(x_ptr + (slot0 // top_k) * stride_xm, x_ptr + (slot1 // top_k) * stride_xm,
-                           w_rows, s_rows, k_lo, k_hi, BLOCK_N, BLOCK_K, TAIL_K, G, BLOCK_M, ASM)
+                           w_rows, s_rows, k_lo, k_hi, BLOCK_N, BLOCK_K, TAIL_K, G, BLOCK_M, ASM, STAGES)
             _first_epilogue(h0 * unit, slot0, hc < I, hc, b_base, g_rows, u_rows, h_ptr, ws_split, stride_hm,
                             stride_wsm, I, limit, HALF, ACT, HAS_BIAS, SPLIT)
             if BLOCK_M == 2:
@@ -244,7 +251,7 @@ def _moe_gemv2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E
                stride_am, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_om,
                HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr, T_PAD: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, G: tl.constexpr,
-               ASM: tl.constexpr, TAIL_K: tl.constexpr):
+               ASM: tl.constexpr, TAIL_K: tl.constexpr, STAGES: tl.constexpr):
     """out[slot] (+)= (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns; a_ptr is int32."""
     pid_m, pid_n, pid_k = _tile_ids(1, T, tl.cdiv(N, BLOCK_N))
     e, owns, match, rank, count = _owner(ids_ptr, pid_m, T, E, T_PAD)
@@ -263,7 +270,7 @@ def _moe_gemv2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E
         for c in range(0, count, BLOCK_M):
             slot0, slot1 = _slot_pair(match, rank, count, c, T_PAD, BLOCK_M)
             y0, y1 = _gemv(a_ptr + slot0 * stride_am, a_ptr + slot1 * stride_am, w_rows, s_rows, k_lo, k_hi,
-                           BLOCK_N, BLOCK_K, TAIL_K, G, BLOCK_M, ASM)
+                           BLOCK_N, BLOCK_K, TAIL_K, G, BLOCK_M, ASM, STAGES)
             _down_store(y0 * unit, slot0, ok, cols, b_base, tw_ptr, out_ptr, stride_om, pid_k == 0, HAS_BIAS,
                         ATOMIC)
             if BLOCK_M == 2:

@@ -130,8 +130,8 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
     flags = dict(HAS_SINK=sink is not None, LONELY_POS=lonely_pos)
     kwargs = dict(LAYOUT=0 if layout == "v32" else 1, PAGE=page_size, BLOCK_T=config["BLOCK_T"], H_TILE=h_tile,
                   HP=max(16, h_tile), NUM_SPLITS=splits, HAS_LEN=topk_length is not None,
-                  HAS_XLEN=xlength is not None, **flags, ASM=not _interpreting(), num_warps=config["num_warps"],
-                  num_stages=config["num_stages"])
+                  HAS_XLEN=xlength is not None, **flags, ASM=not _interpreting(), STAGES=config["num_stages"],
+                  num_warps=config["num_warps"], num_stages=config["num_stages"])
     plan = [(Launch(mla_decode_kernel, args, kwargs), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1:
         combine = Launch(mla_combine_kernel, (part_o, part_lse, sink if sink is not None else lse, out, lse, S_q, H),

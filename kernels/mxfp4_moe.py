@@ -143,7 +143,7 @@ def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config)
     bk2 = _down_block_k(cfg, p)
     b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
     tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_M=cfg["BLOCK_M"], BLOCK_N=bn, G=p.group_size,
-                 ASM=cfg["DEQ"] == "group_asm", num_warps=cfg["num_warps"], num_stages=1)
+                 ASM=cfg["DEQ"] == "group_asm", STAGES=cfg["num_stages"], num_warps=cfg["num_warps"], num_stages=1)
     x32, inter, dst, ids, split_ws = ts["x"].view(torch.int32), ts["inter"], ts["dst"], ts["topk_ids"], ts["split_ws"]
     inter32 = inter.view(torch.int32)
     w13, s13, w2, s2 = ts["w13"], ts["w13_scale"], ts["w2"], ts["w2_scale"]
@@ -312,8 +312,6 @@ def _path_fits(config: Config, p: MoEProblem) -> str | None:
             return "gemv path: BLOCK_M (tokens per pass over an expert's weights) is 1 or 2"
         if config["DEQ"] not in ("arith", "group_asm"):
             return "gemv path: DEQ is arith (portable) or group_asm (PTX decode); the others are the same or n/a"
-        if config["num_stages"] != 1:
-            return "gemv path: no software pipelining (num_stages 1 only)"
     elif config["BLOCK_M"] < 16 or config["BLOCK_N"] < 32:
         return f"{path} path: tl.dot needs BLOCK_M >= 16 and BLOCK_N >= 32"
     elif config["num_warps"] < 2 or config["SPLIT_K"] > 4:
@@ -347,7 +345,7 @@ _TENSOR_CORE_TILES = dict(BLOCK_M=Choice(16, 32, 64, 128), BLOCK_N=Choice(32, 64
 # What each PATH can use (the constraints below say the same, and why): the space enumerates the three
 # products (about 22,700 configs), not one product of every value (276,480).
 _BRANCHES = ("PATH", {
-    "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm"), num_stages=Choice(1)),
+    "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm")),
     "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1)),
     "prefill": _TENSOR_CORE_TILES,
 })

@@ -80,6 +80,9 @@ def test_reference_matches_direct_softmax(fields: dict) -> None:
     (dict(S_q=2, H=17, has_topk_length=True), _cfg(block_t=32, h_tile=16, splits=2)),
     (dict(layout="v4", H=3, topk=24, extra_topk=9, has_sink=True), _cfg(splits=1)),
     (dict(layout="v4", H=8, topk=40, extra_topk=20, has_sink=True, has_topk_length=True), _cfg(h_tile=8, splits=4)),
+    # num_stages 3: Triton's pipeliner instead of the register pipeline (one tile per split, and several)
+    (dict(H=5, topk=50, has_topk_length=True), _cfg(block_t=16, h_tile=8, splits=2, stages=3)),
+    (dict(layout="v4", H=3, topk=40, extra_topk=9, has_sink=True), _cfg(block_t=16, splits=1, stages=3)),
 ])
 def test_kernel_matches_reference(fields: dict, config: dict) -> None:
     _check(_inputs(2, **fields), config)
@@ -202,7 +205,7 @@ GPU_CASES = [
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,fields", GPU_CASES, ids=[c[0] for c in GPU_CASES])
 @pytest.mark.parametrize("config", [_cfg(32, 16, 1, 8, 2), _cfg(32, 16, 8, 4, 2), _cfg(16, 8, 1, 8, 2),
-                                    _cfg(64, 32, 16, 8, 1)])
+                                    _cfg(64, 32, 16, 8, 1), _cfg(16, 16, 4, 4, 3), _cfg(32, 16, 1, 8, 3)])
 def test_gpu_real_shapes(name: str, fields: dict, config: dict) -> None:
     inputs = KERNEL.make_inputs(SparseDecodeProblem(**fields), 11, "cuda")
     _check(inputs, config)

@@ -98,6 +98,12 @@ GEMV_CASES = [  # the FMA path: 1 or 2 tokens per pass, K/I tails, split-K, tiny
                                                                   SPLIT_K=4)),
     (dict(M=3, K=96, I=96, E=4, top_k=2, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(_GEMV, BLOCK_M=2, BLOCK_N=8, BLOCK_K=32, SPLIT_K=2)),
+    # pipelined K loop (one activation row per step, broadcast in registers): 1 and 2 tokens, tails, splits
+    (dict(M=5, K=160, I=96, E=6, top_k=3), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=32, num_stages=3)),
+    (dict(M=7, K=96, I=96, E=5, top_k=2, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_GEMV, BLOCK_M=2, BLOCK_N=16, BLOCK_K=32, SPLIT_K=2, num_stages=2)),
+    (dict(M=4, K=288, I=64, E=3, top_k=2, layout="up_gate"), dict(_GEMV, BLOCK_M=2, BLOCK_N=16, BLOCK_K=64,
+                                                                  SPLIT_K=4, num_stages=4)),
 ]
 
 
@@ -190,7 +196,6 @@ def test_launches_on_meta_tensors() -> None:
 @pytest.mark.parametrize("overrides,reason", [
     (dict(PATH="gemv", BLOCK_M=16, num_stages=1), "BLOCK_M"),
     (dict(PATH="gemv", BLOCK_M=1, DEQ="dot_scaled", num_stages=1), "DEQ"),
-    (dict(PATH="gemv", BLOCK_M=1, num_stages=2), "num_stages"),
     (dict(PATH="gemv", BLOCK_M=1, GROUP_M=8, num_stages=1), "GROUP_M"),
     (dict(PATH="decode", BLOCK_M=2), "tl.dot"),
     (dict(PATH="prefill", BLOCK_N=16), "tl.dot"),
@@ -246,6 +251,13 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
                                                      DEQ="group_asm", num_warps=2)),
     (dict(M=5, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(_GEMV, BLOCK_M=2, BLOCK_N=32, BLOCK_K=256, DEQ="group_asm")),  # 2880 % 256: masked tails
+    # the pipelined K loop (cp.async through shared memory) at real shapes
+    (dict(M=8, K=4096, I=2048, E=256, top_k=6), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, DEQ="group_asm",
+                                                      num_warps=1, num_stages=3)),
+    (dict(M=3, K=4096, I=256, E=256, top_k=6), dict(_GEMV, BLOCK_M=2, BLOCK_N=32, BLOCK_K=512, SPLIT_K=4,
+                                                     DEQ="group_asm", num_warps=2, num_stages=2)),
+    (dict(M=6, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, DEQ="group_asm", num_warps=1, num_stages=4)),
 ]
 
 

@@ -27,7 +27,7 @@ MODELS = {
 }
 BATCHES = (1, 8, 64, 256)
 SWEEP = [dict(BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=w, num_stages=st)
-         for bt, ns, w, st in itertools.product((16, 32, 64), (1, 2, 4, 8, 16, 32, 64), (4, 8), (1,))]
+         for bt, ns, w, st in itertools.product((16, 32, 64), (1, 2, 4, 8, 16, 32, 64), (4, 8), (1, 3))]
 
 
 def _events(fn: Any, reps: int) -> list[float]:

@@ -45,6 +45,7 @@ _GEMV_TILES = [(1, 8, 512, 1, 1), (1, 16, 256, 1, 1), (1, 16, 512, 1, 1), (1, 16
                (1, 32, 256, 4, 1), (1, 32, 512, 2, 1), (1, 32, 512, 4, 1), (1, 64, 256, 4, 1), (1, 64, 512, 4, 1),
                (1, 32, 512, 2, 2), (1, 64, 512, 4, 2), (2, 16, 512, 1, 1), (2, 32, 512, 2, 1), (2, 32, 256, 4, 1),
                (1, 16, 512, 2, 4), (1, 16, 512, 1, 8), (1, 32, 512, 2, 4), (1, 16, 256, 2, 4)]
+_GEMV_STAGES = (1, 2, 3, 4)  # 1: plain loop (registers only); more: cp.async through shared memory
 
 
 def _events_ms(fn: Callable[[], Any], reps: int) -> list[float]:
@@ -112,10 +113,12 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
         out.append(dict(PATH="decode", BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, DEQ="group_asm", num_warps=4,
                         num_stages=3, GROUP_M=1, SPLIT_K=2))
         for bm, bn, bk, warps, split in _GEMV_TILES:
-            out.append(dict(PATH="gemv", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DEQ="group_asm", num_warps=warps,
-                            num_stages=1, GROUP_M=1, SPLIT_K=split))
-        out.append(dict(PATH="gemv", BLOCK_M=1, BLOCK_N=32, BLOCK_K=256, DEQ="arith", num_warps=4, num_stages=1,
-                        **_BASE))
+            for stages in _GEMV_STAGES:
+                out.append(dict(PATH="gemv", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DEQ="group_asm", num_warps=warps,
+                                num_stages=stages, GROUP_M=1, SPLIT_K=split))
+        for stages in _GEMV_STAGES:
+            out.append(dict(PATH="gemv", BLOCK_M=1, BLOCK_N=32, BLOCK_K=256, DEQ="arith", num_warps=4,
+                            num_stages=stages, **_BASE))
     if p.M >= 32:
         for bm in (16, 32, 64, 128):
             if min(64, p.M // 4) <= bm <= max(32, p.M // 2):
