@@ -379,16 +379,22 @@ def _moe_gemm2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, sorted_ptr,
 
 @triton.jit
 def _moe_reduce(src_ptr, ids_ptr, out_ptr, N, E, top_k, scale, stride_sm, stride_om,
-                PER_SLOT: tl.constexpr, BLOCK: tl.constexpr):
+                PER_SLOT: tl.constexpr, TOPK_PAD: tl.constexpr, BLOCK: tl.constexpr):
+    """out[m] = bf16(scale * sum of token m's slot rows) (PER_SLOT), or of its one fp32 row.
+
+    The ids and rows of all top-k slots load at once (one memory round trip, not top_k dependent ones: a
+    slot's row is read whatever its id and dropped by ``where`` when the id is invalid, so never-written
+    rows of skipped slots cannot leak), then sum in a fixed order over the slots."""
     m = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     ok = cols < N
     if PER_SLOT:
-        acc = tl.zeros((BLOCK,), tl.float32)
-        for j in range(0, top_k):
-            e = tl.load(ids_ptr + m * top_k + j)
-            valid = (e >= 0) & (e < E)
-            acc += tl.load(src_ptr + (m * top_k + j) * stride_sm + cols, mask=ok & valid, other=0.0)
+        j = tl.arange(0, TOPK_PAD)
+        e = tl.load(ids_ptr + m * top_k + j, mask=j < top_k, other=-1)
+        valid = (e >= 0) & (e < E)
+        rows = src_ptr + (m * top_k + j).to(tl.int64)[:, None] * stride_sm + cols[None, :]
+        part = tl.load(rows, mask=(j < top_k)[:, None] & ok[None, :], other=0.0)
+        acc = tl.sum(tl.where(valid[:, None], part, 0.0), axis=0)
     else:
         acc = tl.load(src_ptr + m * stride_sm + cols, mask=ok, other=0.0)
     tl.store(out_ptr + m * stride_om + cols, _bf16_rne(acc * scale), mask=ok)

@@ -161,6 +161,9 @@ class Kernel:
     # "graph": small kernels timed as CUDA-graph replays (as they run in serving); "events": per launch.
     timing: str = "graph"
     version_salt: str = ""
+    # What a serving process runs when no tuned config applies, if better than ``space.default`` for some
+    # problems (a measured choice, not a guess); None where it is not valid: then ``space.default``.
+    runtime_default: Callable[[Problem], Config | None] | None = None
 
     @functools.cached_property
     def version(self) -> str:

@@ -51,7 +51,7 @@ from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
 from aotune.kernels.space import Choice, Config, ConfigSpace
 
 Tensors = dict[str, torch.Tensor]
-_REDUCE_BLOCK = 1024
+_REDUCE_ELEMS = 4096  # fp32 values one reduce program loads at once: top-k rows x columns
 _DECODE_MAX_SLOTS = 1024
 _DEQ = {"arith": 0, "group": 1, "dot_scaled": 2, "group_asm": 3}
 
@@ -89,10 +89,11 @@ def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Co
         gemms = _dot_launches(ts, p, limit, cfg)
     per_token = cfg["PATH"] == "prefill"
     dst, ids = ts["dst"], ts["topk_ids"]
-    block = min(_REDUCE_BLOCK, _pow2(p.K))
+    topk_pad = _pow2(p.top_k)
+    block = min(max(128, _REDUCE_ELEMS // topk_pad), _pow2(p.K))
     red = (dst, ids, ts["out"], p.K, p.E, p.top_k, float(scale), dst.stride(0), ts["out"].stride(0))
-    return gemms + [(Launch(_moe_reduce, red, dict(PER_SLOT=not per_token, BLOCK=block, num_warps=4)),
-                     (p.M, triton.cdiv(p.K, block)))]
+    kw = dict(PER_SLOT=not per_token, TOPK_PAD=topk_pad, BLOCK=block, num_warps=4)
+    return gemms + [(Launch(_moe_reduce, red, kw), (p.M, triton.cdiv(p.K, block)))]
 
 
 def _bias_args(ts: Tensors, p: MoEProblem) -> tuple[torch.Tensor, torch.Tensor, int, int]:
@@ -185,7 +186,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: t
         from aotune.kernels.runtime import resolve_config
         config = resolve_config(KERNEL, problem, x.device)
         if SPACE.check(config, problem):  # a neighbour's tuned config may not apply (e.g. decode path)
-            config = SPACE.default
+            config = runtime_default(problem) or SPACE.default
     reason = SPACE.check(config, problem)
     if reason:
         raise ValueError(f"config: {reason}")
@@ -367,6 +368,22 @@ SPACE = ConfigSpace(
 )
 
 
+# The runtime default at decode sizes: the gemv path with its portable E2M1 decode (runs on every GPU and
+# under the interpreter), pipelined 2 steps ahead. Measured against the tuned configs and SPACE.default
+# on the H200 (BENCHMARKS.md, "default" columns).
+_DECODE_DEFAULT = dict(PATH="gemv", BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, GROUP_M=1, SPLIT_K=1, DEQ="arith",
+                       num_warps=1, num_stages=3)
+_DECODE_DEFAULT_MAX_M = 32
+
+
+def runtime_default(problem: MoEProblem) -> Config | None:
+    """What ``fused_moe`` runs with no tuned config: the gemv default for decode batches (M <= 32) where it
+    is valid, else None (the space default: the tensor-core prefill path)."""
+    if problem.M > _DECODE_DEFAULT_MAX_M or SPACE.check(_DECODE_DEFAULT, problem):
+        return None
+    return dict(_DECODE_DEFAULT)
+
+
 def _problem_kwargs(p: MoEProblem) -> dict[str, Any]:
     """The non-tensor arguments ``make_inputs`` uses: DeepSeek-V4-Flash's limit 10 and scaling 1.5 for
     "swiglu", gpt-oss's defaults for "swiglu_oai"."""
@@ -463,4 +480,5 @@ KERNEL = Kernel(
     source_modules=(__name__, "aotune.kernels._moe_kernels", "aotune.kernels._moe_gemv",
                     "aotune.kernels._moe_checks", "aotune.kernels.formats.mxfp4"),
     timing="graph",
+    runtime_default=runtime_default,
 )

@@ -77,8 +77,13 @@ def bucketed_fields(kernel: Kernel) -> tuple[str, ...]:
 
 
 def default_configs(kernel: Kernel, problem: Problem) -> list[Config]:
-    """The space default, then the ``FALLBACKS`` smallest configs of the space valid for ``problem``."""
-    return fallback_configs(kernel.space, problem)
+    """The kernel's runtime default for ``problem`` (when it has one and it is valid), the space default,
+    then the ``FALLBACKS`` smallest configs of the space valid for ``problem``."""
+    configs = fallback_configs(kernel.space, problem)
+    first = kernel.runtime_default(problem) if kernel.runtime_default else None
+    if first is None or kernel.space.check(first, problem):
+        return configs
+    return [dict(first)] + [c for c in configs if c != first]
 
 
 def fallback_configs(space: ConfigSpace, problem: Any) -> list[Config]:

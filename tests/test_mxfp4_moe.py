@@ -180,6 +180,29 @@ def test_space_baselines_and_default() -> None:
     assert get_kernel("mxfp4_moe") is KERNEL and KERNEL.cost(big).flops == 6 * 4096 * 6 * 256 * 4096
 
 
+def test_runtime_default_is_gemv_at_decode_and_runs_without_a_bundle() -> None:
+    from aotune.kernels import runtime
+    from aotune.kernels.mxfp4_moe import runtime_default
+
+    decode = MoEProblem(M=3, K=640, I=96, E=5, top_k=2)  # K not a multiple of BLOCK_K 512: tail steps
+    first = runtime.default_configs(KERNEL, decode)[0]
+    assert first == runtime_default(decode) and first["PATH"] == "gemv" and SPACE.check(first, decode) is None
+    for other in (MoEProblem(M=33, K=4096, I=256, E=256, top_k=6),  # past the decode bound
+                  MoEProblem(M=2, K=160, I=96, E=6, top_k=3)):  # BLOCK_K 512 is invalid for K=160
+        assert runtime_default(other) is None and runtime.default_configs(KERNEL, other)[0] == SPACE.default
+    inputs = _inputs(decode, seed=4)
+    from aotune.cache_db import loader
+
+    loader.configure([], defaults=False)  # no bundle: the launcher falls back to the runtime default
+    runtime._MEMO.clear()
+    try:
+        assert rel_error(fused_moe(**inputs), fused_moe_ref(**inputs)) <= 1e-2
+        assert dict(runtime.resolve(KERNEL, decode, runtime.INTERPRETER).config) == first
+    finally:
+        loader.configure()
+        runtime._MEMO.clear()
+
+
 def test_launches_on_meta_tensors() -> None:
     problem = MoEProblem(M=33, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
                          has_bias=True)
@@ -258,6 +281,11 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
                                                      DEQ="group_asm", num_warps=2, num_stages=2)),
     (dict(M=6, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, DEQ="group_asm", num_warps=1, num_stages=4)),
+    # the runtime default at decode (portable E2M1 decode), V4-Flash TP 8 and gpt-oss (2880: K tails)
+    (dict(M=4, K=4096, I=256, E=256, top_k=6), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, DEQ="arith",
+                                                     num_warps=1, num_stages=3)),
+    (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, DEQ="arith", num_warps=1, num_stages=3)),
 ]
 
 

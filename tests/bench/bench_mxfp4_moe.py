@@ -17,6 +17,7 @@ set); the calls are captured in one CUDA graph, the replay is timed with CUDA ev
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -28,7 +29,8 @@ from typing import Any
 import torch
 
 from aotune.kernels import rel_error
-from aotune.kernels.mxfp4_moe import SPACE, MoEProblem, expert_weight_bytes, fused_moe, fused_moe_ref
+from aotune.kernels.mxfp4_moe import (SPACE, MoEProblem, expert_weight_bytes, fused_moe, fused_moe_ref,
+                                      runtime_default)
 
 MODELS = {
     "dsv4-flash-tp1": dict(K=4096, I=2048, E=256, top_k=6),
@@ -116,8 +118,8 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
             for stages in _GEMV_STAGES:
                 out.append(dict(PATH="gemv", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DEQ="group_asm", num_warps=warps,
                                 num_stages=stages, GROUP_M=1, SPLIT_K=split))
-        for stages in _GEMV_STAGES:
-            out.append(dict(PATH="gemv", BLOCK_M=1, BLOCK_N=32, BLOCK_K=256, DEQ="arith", num_warps=4,
+        for (bn, bk, warps), stages in itertools.product(((32, 256, 4), (16, 512, 1)), _GEMV_STAGES):
+            out.append(dict(PATH="gemv", BLOCK_M=1, BLOCK_N=bn, BLOCK_K=bk, DEQ="arith", num_warps=warps,
                             num_stages=stages, **_BASE))
     if p.M >= 32:
         for bm in (16, 32, 64, 128):
@@ -181,9 +183,16 @@ def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_
             print(f"  FAIL {config}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
             continue
         results.append((us, config))
+    defaults = dict(default_us=dict(SPACE.default), runtime_default_us=runtime_default(p) or dict(SPACE.default))
+    for key, config in defaults.items():  # what a process without a bundle entry runs (module runtime_default)
+        try:
+            defaults[key] = time_config(sets, config, reps)
+        except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            print(f"  FAIL {key} {config}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+            defaults[key] = float("nan")
     ref_ms = statistics.median(_events_ms(lambda: fused_moe_ref(**sets[0]), 3))
     row: dict[str, Any] = dict(model=name, M=p.M, n_sets=n_sets, active_mb=active / 1e6, ref_us=ref_ms * 1e3,
-                               tried=len(results))
+                               tried=len(results), **defaults)
     if results:
         best_us, best = min(results, key=lambda r: r[0])
         sg = [r for r in results if r[1].get("_sglang")]
@@ -201,14 +210,15 @@ def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_
 def print_table(rows: list[dict[str, Any]]) -> None:
     """The results as a markdown table (times in microseconds, BW frac of the measured copy bandwidth)."""
     print("\n| model | M | tuned (us) | best SGLang (us) | gap | torch ref (us) | active MB | BW frac | rel err "
-          "| tuned config |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| space default (us) | runtime default (us) | tuned config |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     nan = float("nan")
     for r in rows:
         gap = f"{r['sglang_us'] / r['best_us']:.2f}x" if "sglang_us" in r else "n/a"
         print(f"| {r['model']} | {r['M']} | {r.get('best_us', nan):.1f} | {r.get('sglang_us', nan):.1f} | {gap}"
               f" | {r['ref_us']:.0f} | {r['active_mb']:.1f} | {r.get('frac', nan):.2f}"
-              f" | {r.get('rel_err', nan):.1e} | {r.get('best')} |")
+              f" | {r.get('rel_err', nan):.1e} | {r['default_us']:.1f} | {r['runtime_default_us']:.1f}"
+              f" | {r.get('best')} |")
 
 
 def main() -> None:
