@@ -373,11 +373,11 @@ SPACE = ConfigSpace(
 # on the H200 (BENCHMARKS.md, "default" columns).
 _DECODE_DEFAULT = dict(PATH="gemv", BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, GROUP_M=1, SPLIT_K=1, DEQ="arith",
                        num_warps=1, num_stages=3)
-_DECODE_DEFAULT_MAX_M = 32
+_DECODE_DEFAULT_MAX_M = 8  # measured faster than SPACE.default at M = 1 and 8 (all three models), not at 32
 
 
 def runtime_default(problem: MoEProblem) -> Config | None:
-    """What ``fused_moe`` runs with no tuned config: the gemv default for decode batches (M <= 32) where it
+    """What ``fused_moe`` runs with no tuned config: the gemv default for decode batches (M <= 8) where it
     is valid, else None (the space default: the tensor-core prefill path)."""
     if problem.M > _DECODE_DEFAULT_MAX_M or SPACE.check(_DECODE_DEFAULT, problem):
         return None

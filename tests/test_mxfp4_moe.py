@@ -187,7 +187,7 @@ def test_runtime_default_is_gemv_at_decode_and_runs_without_a_bundle() -> None:
     decode = MoEProblem(M=3, K=640, I=96, E=5, top_k=2)  # K not a multiple of BLOCK_K 512: tail steps
     first = runtime.default_configs(KERNEL, decode)[0]
     assert first == runtime_default(decode) and first["PATH"] == "gemv" and SPACE.check(first, decode) is None
-    for other in (MoEProblem(M=33, K=4096, I=256, E=256, top_k=6),  # past the decode bound
+    for other in (MoEProblem(M=9, K=4096, I=256, E=256, top_k=6),  # past the decode bound (M <= 8)
                   MoEProblem(M=2, K=160, I=96, E=6, top_k=3)):  # BLOCK_K 512 is invalid for K=160
         assert runtime_default(other) is None and runtime.default_configs(KERNEL, other)[0] == SPACE.default
     inputs = _inputs(decode, seed=4)
