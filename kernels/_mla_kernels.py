@@ -20,7 +20,9 @@ The scales never touch K or V elementwise, and both big MMAs are batched over th
 Scores stay fp32: ``sm_scale * log2(e)`` multiplies the fp32 dot (q is never rounded after scaling).
 
 Latency: the loop is software-pipelined in registers (the next tile's bytes are loaded before this
-tile's math, indices two tiles ahead), so every program keeps one tile of gathers in flight. The
+tile's math, indices two tiles ahead), so every program keeps one tile of gathers in flight. With
+``STAGES`` (num_stages) 3 the loop is written plainly and Triton's pipeliner does the same through shared
+memory (cp.async); it was the faster form at one of eight benchmarked shapes (BENCHMARKS.md). The
 combine kernel runs one program per (row, head, 128 columns) and loads all partials at once.
 
 Gather safety: an index that is negative, past ``topk_length`` or past the cache's token count is

@@ -68,6 +68,8 @@ def _sglang(block_t: int, h_tile: int, warps: int) -> Config:
     return {"BLOCK_T": block_t, "H_TILE": h_tile, "NUM_SPLITS": 1, "num_warps": warps, "num_stages": 2}
 
 
+# num_stages 1-2: the kernel's register pipeline (one tile of gathers in flight); 3: the same loop through
+# Triton's pipeliner and shared memory (cp.async); 4 compiles to the same buffers as 3, so it is left out.
 SPACE = ConfigSpace(
     params={
         "BLOCK_T": Choice(16, 32, 64), "H_TILE": Choice(4, 8, 16, 32, 64),

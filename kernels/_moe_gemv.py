@@ -12,9 +12,12 @@ Grid and routing as on the decode path (``_owner``: the first slot of each exper
 sort, CUDA-graph safe). The first GEMM computes BLOCK_N/2 gate and BLOCK_N/2 up rows in one tile. With
 SPLIT_K > 1 its K splits (a short dependent chain per program: what tiny batches are bound by) write fp32
 partial sums that ``_moe_act`` adds in split order (deterministic) before the activation; the second
-GEMM's splits add into the per-slot fp32 buffer with atomics. Latency is hidden by occupancy (about 64-128
-registers per thread): Triton's pipeliner only stages loads that feed ``tl.dot``, and a prefetched uint8
-tile carried across iterations was unpacked to one byte per register (more instructions, not fewer).
+GEMM's splits add into the per-slot fp32 buffer with atomics. Latency is hidden by occupancy (about 128-155
+registers per thread) and, with ``STAGES`` (the config's num_stages) > 1, by Triton's pipeliner: it stages
+loads that feed no ``tl.dot`` only in a loop that carries its own ``num_stages``, so the K loop is a
+``tl.range(..., num_stages=STAGES)`` and its weights, scales and activation row go through shared memory
+with cp.async, STAGES - 1 steps ahead (a prefetched uint8 tile carried in registers instead was unpacked to
+one byte per register: more instructions, not fewer).
 
 E2M1 -> fp32: ``ASM`` (GPU only, sm_89+) maps each nibble to an E4M3 byte with integer ops
 (s e1 e0 m -> s 0 0 e1 e0 m 0 0, exactly the value times 2**-6), converts two bytes per

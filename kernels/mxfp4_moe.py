@@ -28,12 +28,16 @@ tile in registers, then one bf16 tl.dot per BLOCK_K; "group" decodes without sca
 scale group, the scale multiplies the fp32 partial product (less per-element work, for decode); both
 run under the interpreter; "group_asm": "group" with a PTX E2M1 -> bf16x2 decode (two values per 32-bit
 op; GPU only); "dot_scaled": tl.dot_scaled, GPU only, group 32; on the gemv path "arith" is the
-portable fp32 decode and "group_asm" a PTX one through E4M3), num_warps, num_stages (gemv: 1).
+portable fp32 decode and "group_asm" a PTX one through E4M3), num_warps, num_stages (gemv: 1 is a plain
+register loop, 2-4 stream the K steps through shared memory with cp.async, ``_moe_gemv.py``).
 
-Performance (H200, BENCHMARKS.md): at decode the gemv path is the fastest (1.9-3.1x the best SGLang
-hand-picked config), 13-65% of copy bandwidth at M <= 32, short of the 80% goal: tiny problems are
-latency-bound (three launches, each program a serial chain of K steps) and the loop still costs about
-3.8 SASS instructions per weight.
+Without a tuned config (``config=None`` and no bundle entry) the launcher runs ``runtime_default``: the
+gemv path with the portable decode at M <= 8, else the space default (measured choice, BENCHMARKS.md).
+
+Performance (H200, BENCHMARKS.md): at decode the gemv path is the fastest (2.0-3.9x the best SGLang
+hand-picked config), 17-70% of copy bandwidth at M <= 32, short of the 80% goal: tiny problems are
+latency-bound (3-4 dependent launches), the loop costs about 3.8 SASS instructions per weight (issue-bound
+near 3 TB/s), and at M = 32 one pass per token re-reads the experts that tokens share.
 """
 from __future__ import annotations
 
