@@ -213,8 +213,8 @@ def mla_decode_kernel(
     if HAS_XLEN:
         xlimit = tl.minimum(TX, tl.load(xlen_ptr + b))
     if STAGES > 2:
-        # Triton's pipeliner (num_stages 3: indices two tiles ahead, gathers one, through shared memory with
-        # cp.async; 4: one more tile each). Lower stage counts run the register pipeline below.
+        # Triton's pipeliner: indices two tiles ahead, gathers one, through shared memory with cp.async.
+        # Lower stage counts run the register pipeline below.
         for tile in tl.range(lo, hi, num_stages=STAGES):
             idx = _tile_index(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
             raw, sc, rope, valid = _gather_tile(idx, tile, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf,

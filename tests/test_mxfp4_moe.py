@@ -8,10 +8,11 @@ import os
 import pytest
 import torch
 
-from aotune.kernels import get_kernel, rel_error
+from aotune.cache_db import loader
+from aotune.kernels import get_kernel, mxfp4_moe, rel_error, runtime
 from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
 from aotune.kernels.mxfp4_moe import (
-    KERNEL, SPACE, MoEProblem, fused_moe, fused_moe_ref, launches, make_inputs,
+    KERNEL, SPACE, MoEProblem, fused_moe, fused_moe_ref, launches, make_inputs, runtime_default,
 )
 
 DEVICE = os.environ.get("AOTUNE_TEST_DEVICE", "cpu")
@@ -180,10 +181,24 @@ def test_space_baselines_and_default() -> None:
     assert get_kernel("mxfp4_moe") is KERNEL and KERNEL.cost(big).flops == 6 * 4096 * 6 * 256 * 4096
 
 
-def test_runtime_default_is_gemv_at_decode_and_runs_without_a_bundle() -> None:
-    from aotune.kernels import runtime
-    from aotune.kernels.mxfp4_moe import runtime_default
+@pytest.mark.parametrize("overrides", [dict(PATH="decode"), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=32)])
+def test_skipped_slots_never_reach_the_output(overrides: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-slot fp32 rows of slots with id < 0 are never written; the reduce reads them and must drop them."""
+    def poisoned(*args: object) -> dict:
+        ws = workspace(*args)
+        ws["dst"].fill_(float("nan"))
+        return ws
 
+    workspace = mxfp4_moe._workspace
+    monkeypatch.setattr(mxfp4_moe, "_workspace", poisoned)
+    problem = MoEProblem(M=3, K=64, I=32, E=4, top_k=3)
+    inputs = _inputs(problem, seed=2)
+    inputs["topk_ids"][0, :2] = -1
+    out = fused_moe(**inputs, config=dict(CFG, **overrides))
+    assert not out.isnan().any() and rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
+
+
+def test_runtime_default_is_gemv_at_decode_and_runs_without_a_bundle() -> None:
     decode = MoEProblem(M=3, K=640, I=96, E=5, top_k=2)  # K not a multiple of BLOCK_K 512: tail steps
     first = runtime.default_configs(KERNEL, decode)[0]
     assert first == runtime_default(decode) and first["PATH"] == "gemv" and SPACE.check(first, decode) is None
@@ -191,8 +206,6 @@ def test_runtime_default_is_gemv_at_decode_and_runs_without_a_bundle() -> None:
                   MoEProblem(M=2, K=160, I=96, E=6, top_k=3)):  # BLOCK_K 512 is invalid for K=160
         assert runtime_default(other) is None and runtime.default_configs(KERNEL, other)[0] == SPACE.default
     inputs = _inputs(decode, seed=4)
-    from aotune.cache_db import loader
-
     loader.configure([], defaults=False)  # no bundle: the launcher falls back to the runtime default
     runtime._MEMO.clear()
     try:
