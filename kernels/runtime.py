@@ -76,14 +76,19 @@ def bucketed_fields(kernel: Kernel) -> tuple[str, ...]:
     return BUCKETED.get(kernel.name, ())
 
 
-def default_configs(kernel: Kernel, problem: Problem) -> list[Config]:
-    """The kernel's runtime default for ``problem`` (when it has one and it is valid), the space default,
-    then the ``FALLBACKS`` smallest configs of the space valid for ``problem``."""
-    configs = fallback_configs(kernel.space, problem)
+def first_default(kernel: Kernel, problem: Problem) -> Config:
+    """The kernel's runtime default for ``problem`` when it has one and it is valid, else the space default."""
     first = kernel.runtime_default(problem) if kernel.runtime_default else None
     if first is None or kernel.space.check(first, problem):
-        return configs
-    return [dict(first)] + [c for c in configs if c != first]
+        return dict(kernel.space.default)
+    return dict(first)
+
+
+def default_configs(kernel: Kernel, problem: Problem) -> list[Config]:
+    """``first_default``, the space default, then the ``FALLBACKS`` smallest configs of the space valid for
+    ``problem``."""
+    first = first_default(kernel, problem)
+    return [first] + [c for c in fallback_configs(kernel.space, problem) if c != first]
 
 
 def fallback_configs(space: ConfigSpace, problem: Any) -> list[Config]:

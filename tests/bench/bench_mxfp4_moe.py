@@ -173,6 +173,15 @@ def configs_of_defaults(p: MoEProblem) -> dict[str, dict[str, Any]]:
     return dict(default_us=dict(SPACE.default), runtime_default_us=runtime_default(p) or dict(SPACE.default))
 
 
+def _time_or_nan(sets: list[dict[str, Any]], config: dict[str, Any], reps: int) -> float:
+    """``time_config``, or NaN (reported) when the config fails."""
+    try:
+        return time_config(sets, config, reps)
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        print(f"  FAIL {config}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+        return float("nan")
+
+
 def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_bw: float, reps: int,
                   deadline: float) -> dict[str, Any]:
     per_set = p.E * expert_weight_bytes(p)
@@ -190,18 +199,13 @@ def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_
             print(f"  FAIL {config}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
             continue
         results.append((us, config))
-    defaults: dict[str, Any] = configs_of_defaults(p)
-    for key, config in defaults.items():  # what a process without a bundle entry runs (module runtime_default)
-        try:
-            defaults[key] = time_config(sets, config, reps)
-        except Exception as exc:  # noqa: BLE001 - reported, not fatal
-            print(f"  FAIL {key} {config}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
-            defaults[key] = float("nan")
+    default_configs = configs_of_defaults(p)
+    defaults = {key: _time_or_nan(sets, config, reps) for key, config in default_configs.items()}
     ref_ms = statistics.median(_events_ms(lambda: fused_moe_ref(**sets[0]), 3))
     row: dict[str, Any] = dict(model=name, M=p.M, n_sets=n_sets, active_mb=active / 1e6, ref_us=ref_ms * 1e3,
                                tried=len(results), **defaults)
     # The defaults are configs of the space too: "tuned" is never slower than what runs without a bundle.
-    results += [(defaults[key], dict(config, _default=key)) for key, config in configs_of_defaults(p).items()
+    results += [(defaults[key], dict(config, _default=key)) for key, config in default_configs.items()
                 if math.isfinite(defaults[key])]
     if results:
         best_us, best = min(results, key=lambda r: r[0])
