@@ -6,24 +6,26 @@ tiles of ``BLOCK_T`` tokens, cut into ``NUM_SPLITS`` equal ranges). The online s
 space with a finite running-max sentinel (-1e30) and -inf for masked scores, so a fully masked tile
 adds exactly nothing and never makes a NaN.
 
-Quantization groups as a batch dimension: the 512 fp8-side columns of a token are ``NC`` groups of
-``CW`` columns (v32: 4 x 128, one fp32 scale each; v4: 8 x 64, the 7 UE8M0-scaled nope groups and one
-all-zero group) and every tile is gathered straight into an ``[NC, BLOCK_T, CW // 4]`` tensor of int32
-words (4 raw fp8 values each, 16-byte loads), upcast to fp16 in registers (exact: e4m3 fits in fp16).
-The scales never touch K or V elementwise, and both big MMAs are batched over the groups in fp16:
-- scores: ``s = sum_g scale_g[t] * (q_g . k8_g[t])``. q's nope part enters as fp16 times a power of two
-  per head (max |q| in [2^14, 2^15): exact for every value above 2^-24 of the head's max, no overflow),
-  undone on the fp32 scores; the rope part is a bf16 dot. Exact up to fp32 accumulation.
-- output: ``acc_g += max_t(scale_g) * ((p * scale_g / max_t(scale_g)) @ v8_g)``: the probabilities times
-  the group's token scales, normalized by the tile's largest scale so that they are <= 1 in fp16 (one
-  rounding of p, as in any attention kernel). v4: the bf16 rope columns are a separate [HP, 64] dot.
-Scores stay fp32: ``sm_scale * log2(e)`` multiplies the fp32 dot (q is never rounded after scaling).
+One bf16 K/V tile per step, two plain 2D MMAs: every tile is gathered as ``[BLOCK_T, 128]`` int32 words
+(4 raw fp8 values each, 16-byte loads), upcast in registers (e4m3 -> fp16 is exact), multiplied by its
+group's scale in fp32 (v32: 4 groups of 128 with fp32 scales; v4: 7 groups of 64 with UE8M0 scales) and
+rounded once to bf16 -- what DeepSeek's FlashMLA does. For v4 that rounding is exact (power-of-two
+scales, bf16 has fp32's exponent range) and its bf16 rope values fill columns [448, 512), so that the tile
+is the token's whole 512-value row; for v32 the scaled value is rounded (relative 2^-9 per element: lse
+relative error 3e-4, out 4e-3 where v4 measures 5e-8 and 2e-3, on the interpreter at B 2, H 16, top-k
+256; the tests allow 1e-3 and 1e-2) and the rope part is a second dot. Then
+``s = q . K^T (+ q_rope . rope^T)`` with q in bf16 as given (never rounded after scaling: ``sm_scale *
+log2(e)`` multiplies the fp32 scores) and ``acc += bf16(p) @ K`` (V is K's first 512 columns). Before
+(kept in git history): a form batched over the quantization groups in fp16 that kept the scales out of
+K; Nsight Compute showed it bound by shared memory (83% of the L1 pipe, half of its wavefronts bank
+conflicts from the groups' cross-warp reductions and a second, transposed copy of each tile); this
+form is 1.1-1.3x faster at B >= 64 (BENCHMARKS.md).
 
-Latency: the loop is software-pipelined in registers (the next tile's bytes are loaded before this
-tile's math, indices two tiles ahead), so every program keeps one tile of gathers in flight. With
-``STAGES`` (num_stages) 3 the loop is written plainly and Triton's pipeliner does the same through shared
-memory (cp.async); it was the faster form at one of eight benchmarked shapes (BENCHMARKS.md). The
-combine kernel runs one program per (row, head, 128 columns) and loads all partials at once.
+Latency: with ``STAGES`` (num_stages) 1-2 the loop is software-pipelined in registers (the next tile's
+bytes are loaded before this tile's math, indices two tiles ahead), so every program keeps one tile of
+gathers in flight. With 3 the loop is written plainly and Triton's pipeliner does the same through shared
+memory (cp.async). The combine kernel runs one program per (row, head, 128 columns) and loads all
+partials at once.
 
 Gather safety: an index that is negative, past ``topk_length`` or past the cache's token count is
 invalid; its address is clamped to token 0 and its loads are masked, so it is never read.
@@ -50,28 +52,26 @@ def _tile_index(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlim
 @triton.jit
 def _gather(idx, u8, bf, f32, n_tok, page_stride, PAGE: tl.constexpr, LAYOUT: tl.constexpr,
             NC: tl.constexpr, CW: tl.constexpr):
-    """Raw fp8 values [NC, BLOCK_T, CW // 4] (int32 words), scales [NC, 1, BLOCK_T] fp32 (0 where invalid),
-    rope [BLOCK_T, 64] bf16 and validity [BLOCK_T] of the token ids ``idx``."""
+    """Raw fp8 values [BLOCK_T, 128] (int32 words), scales [BLOCK_T, NC] fp32 (0 where invalid), rope
+    [BLOCK_T, 64] bf16 and validity [BLOCK_T] of the token ids ``idx``."""
     valid = (idx >= 0) & (idx < n_tok)
     idx = tl.where(valid, idx, 0)
     page = (idx // PAGE).to(tl.int64)
     off = idx % PAGE
-    g = tl.arange(0, NC)[:, None, None]
+    g = tl.arange(0, NC)[None, :]
+    w = tl.arange(0, 128)[None, :]
     if LAYOUT == 0:
         base = page * page_stride + off * 656
-        vmask = valid[None, :, None]
-        sc = tl.load(f32 + (base // 4 + 128)[None, None, :] + g, mask=valid[None, None, :], other=0.0)
+        sc = tl.load(f32 + (base // 4 + 128)[:, None] + g, mask=valid[:, None], other=0.0)
         rope = tl.load(bf + (base // 2 + 264)[:, None] + tl.arange(0, 64)[None, :], mask=valid[:, None], other=0.0)
     else:
         base = page * page_stride + off * 576
-        vmask = valid[None, :, None] & (g < 7)
         sbase = page * page_stride + PAGE * 576 + off * 8
-        # Masked scales are 0 (byte 0 -> 0.0), so they never set a tile's max scale in ``_attend``.
-        e = tl.load(u8 + sbase[None, None, :] + g, mask=valid[None, None, :] & (g < 7), other=0)
+        e = tl.load(u8 + sbase[:, None] + g, mask=valid[:, None] & (g < 7), other=0)
         sc = (e.to(tl.int32) << 23).to(tl.float32, bitcast=True)  # UE8M0 2^(e - 127), exact
         rope = tl.load(bf + (base // 2 + 224)[:, None] + tl.arange(0, 64)[None, :], mask=valid[:, None], other=0.0)
-    words = u8.to(tl.pointer_type(tl.int32), bitcast=True) + (base // 4)[None, :, None]
-    raw = tl.load(words + g * (CW // 4) + tl.arange(0, CW // 4)[None, None, :], mask=vmask, other=0)
+    words = u8.to(tl.pointer_type(tl.int32), bitcast=True) + (base // 4)[:, None]
+    raw = tl.load(words + w, mask=valid[:, None], other=0)  # v4: words 112-127 are rope bytes, replaced
     return raw, sc, rope, valid
 
 
@@ -92,7 +92,7 @@ def _fp8_byte(w, shift: tl.constexpr):
 
 @triton.jit
 def _unpack_fp8(w, ASM: tl.constexpr):
-    """[G, T, N] int32 words of 4 fp8 values -> [G, T, 4 N] fp16 (exact), in memory order. ``ASM``: two
+    """[T, N] int32 words of 4 fp8 values -> [T, 4 N] fp16 (exact), in memory order. ``ASM``: two
     ``cvt.rn.f16x2.e4m3x2`` per word (GPU); otherwise byte extraction (the same values, for the interpreter)."""
     if ASM:
         b0, b1, b2, b3 = tl.inline_asm_elementwise(
@@ -102,72 +102,56 @@ def _unpack_fp8(w, ASM: tl.constexpr):
     else:
         b0, b1, b2, b3 = _fp8_byte(w, 0), _fp8_byte(w, 8), _fp8_byte(w, 16), _fp8_byte(w, 24)
     x = tl.join(tl.join(b0, b2), tl.join(b1, b3))
-    return tl.reshape(x, [w.shape[0], w.shape[1], 4 * w.shape[2]])
+    return tl.reshape(x, [w.shape[0], 4 * w.shape[1]])
 
 
 @triton.jit
-def _scale_q(q):
-    """``q [NC, HP, CW]`` bf16 times a power of two per head (max |q| in [2^14, 2^15)) as fp16 -- exact
-    for every value above 2^-24 of the head's max -- and the inverse powers of two [HP]."""
-    amax = tl.max(tl.max(tl.abs(q.to(tl.float32)), 2), 0)
-    exponent = ((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
-    c = tl.minimum(tl.maximum(14 - exponent, -126), 126)
-    scaled = (q.to(tl.float32) * ((c + 127) << 23).to(tl.float32, bitcast=True)[None, :, None]).to(tl.float16)
-    return scaled, ((127 - c) << 23).to(tl.float32, bitcast=True)
+def _dequant(raw, sc, rope, LAYOUT: tl.constexpr, NC: tl.constexpr, CW: tl.constexpr, ASM: tl.constexpr):
+    """[T, 512] bf16 K/V values: fp8 times its group's scale in fp32, rounded once to bf16 (exact for v4's
+    power-of-two scales). v4: the rope values are columns [448, 512) (its all-zero eighth group)."""
+    kv = tl.reshape(_unpack_fp8(raw, ASM).to(tl.float32), [raw.shape[0], NC, CW]) * sc[:, :, None]
+    if LAYOUT == 1:
+        kv = tl.where((tl.arange(0, NC) == NC - 1)[None, :, None], rope.to(tl.float32)[:, None, :], kv)
+    return tl.reshape(kv, [raw.shape[0], 512]).to(tl.bfloat16)
 
 
 @triton.jit
-def _attend(q, inv_c, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2, LAYOUT: tl.constexpr,
-            ASM: tl.constexpr):
-    """One online-softmax step over a tile (exp2 space); ``acc`` is [NC, HP, CW], ``acc_r`` [HP, 64].
-
-    ``q`` is the nope part times ``1 / inv_c`` (a power of two per head) in fp16. The probabilities enter
-    the fp16 MMA as ``p * scale / max_t(scale)`` (<= 1) and the tile's result is scaled back by the max.
-    """
-    kv = _unpack_fp8(raw, ASM)
-    s = tl.sum(tl.dot(q, tl.permute(kv, (0, 2, 1))) * sc, 0) * inv_c[:, None]
-    s = tl.dot(q_rope, tl.trans(rope), s)
+def _attend(q, q_rope, m, l, acc, raw, sc, rope, valid, scale_log2, LAYOUT: tl.constexpr,
+            NC: tl.constexpr, CW: tl.constexpr, ASM: tl.constexpr):
+    """One online-softmax step over a tile (exp2 space); ``acc`` is [HP, 512]. v32: ``q`` is the nope part and
+    the rope part is a second dot; v4: ``q`` is the whole row, matching ``_dequant``'s columns."""
+    kv = _dequant(raw, sc, rope, LAYOUT, NC, CW, ASM)
+    s = tl.dot(q, tl.trans(kv))
+    if LAYOUT == 0:
+        s = tl.dot(q_rope, tl.trans(rope), s)
     s = tl.where(valid[None, :], s * scale_log2, float("-inf"))
     m_new = tl.maximum(m, tl.max(s, 1))
     alpha = tl.exp2(m - m_new)
     p = tl.exp2(s - m_new[:, None])
     l = l * alpha + tl.sum(p, 1)
-    mx = tl.max(sc, 2)
-    pv = (p[None, :, :] * (sc * tl.where(mx > 0, 1.0 / mx, 0.0)[:, :, None])).to(tl.float16)
-    acc = acc * alpha[None, :, None] + tl.dot(pv, kv) * mx[:, :, None]
-    if LAYOUT == 1:
-        acc_r = tl.dot(p.to(tl.bfloat16), rope, acc_r * alpha[:, None])
-    return m_new, l, acc, acc_r
+    acc = tl.dot(p.to(tl.bfloat16), kv, acc * alpha[:, None])
+    return m_new, l, acc
 
 
 @triton.jit
-def _store_rows(ptr, o, o_r, rows, hmask, NC: tl.constexpr, CW: tl.constexpr, LAYOUT: tl.constexpr):
-    """Store [NC, HP, CW] (+ v4's [HP, 64] rope part at column 448) as rows of 512 values."""
-    g = tl.arange(0, NC)[:, None, None]
-    base = ptr + rows[None, :, None] * 512 + g * CW + tl.arange(0, CW)[None, None, :]
-    if LAYOUT == 0:
-        tl.store(base, o.to(ptr.dtype.element_ty), mask=hmask[None, :, None])
-    else:
-        tl.store(base, o.to(ptr.dtype.element_ty), mask=hmask[None, :, None] & (g < 7))
-        tl.store(ptr + rows[:, None] * 512 + 448 + tl.arange(0, 64)[None, :], o_r.to(ptr.dtype.element_ty),
-                 mask=hmask[:, None])
+def _store_rows(ptr, o, rows, hmask):
+    """Store [HP, 512] as rows of 512 values."""
+    tl.store(ptr + rows[:, None] * 512 + tl.arange(0, 512)[None, :], o.to(ptr.dtype.element_ty), mask=hmask[:, None])
 
 
 @triton.jit
-def _finish(out_ptr, lse_ptr, sink_ptr, o, o_r, lse2, b, row, heads, hmask, H, S_q,
-            NC: tl.constexpr, CW: tl.constexpr, LAYOUT: tl.constexpr, HAS_SINK: tl.constexpr,
+def _finish(out_ptr, lse_ptr, sink_ptr, o, lse2, b, row, heads, hmask, H, S_q, HAS_SINK: tl.constexpr,
             LONELY_POS: tl.constexpr):
     """Sink scaling, lonely rows and the bf16/fp32 stores of one row's heads (``lse2`` is log2-space)."""
     lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
     if HAS_SINK:
         sink = tl.load(sink_ptr + heads, mask=hmask, other=0.0)
         factor = 1.0 / (1.0 + tl.exp(sink - lse))
-        o = o * factor[None, :, None]
-        o_r = o_r * factor[:, None]
+        o = o * factor[:, None]
     if LONELY_POS:
         lse = tl.where(lse2 == float("-inf"), float("inf"), lse)
     tl.store(lse_ptr + (b * H + heads) * S_q + row % S_q, lse, mask=hmask)
-    _store_rows(out_ptr, o, o_r, row.to(tl.int64) * H + heads, hmask, NC, CW, LAYOUT)
+    _store_rows(out_ptr, o, row.to(tl.int64) * H + heads, hmask)
 
 
 @triton.jit
@@ -190,17 +174,16 @@ def mla_decode_kernel(
     NC: tl.constexpr = 4 if LAYOUT == 0 else 8
     CW: tl.constexpr = 512 // NC
     D_QK: tl.constexpr = 576 if LAYOUT == 0 else 512
-    NOPE: tl.constexpr = 512 if LAYOUT == 0 else 448
-    g = tl.arange(0, NC)[:, None, None]
     qbase = q_ptr + (row.to(tl.int64) * H + heads) * D_QK
-    q = tl.load(qbase[None, :, None] + g * CW + tl.arange(0, CW)[None, None, :],
-                mask=hmask[None, :, None] & (g * CW < NOPE), other=0.0)
-    q, inv_c = _scale_q(q)
-    q_rope = tl.load(qbase[:, None] + NOPE + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    cols = tl.arange(0, 512)[None, :]
+    q = tl.load(qbase[:, None] + cols, mask=hmask[:, None], other=0.0)  # v32: the nope part; v4: the whole row
+    if LAYOUT == 0:
+        q_rope = tl.load(qbase[:, None] + 512 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
+    else:
+        q_rope = tl.zeros([HP, 64], tl.bfloat16)  # unused: v4's rope columns are part of ``q``
     m = tl.full([HP], -1e30, tl.float32)
     l = tl.zeros([HP], tl.float32)
-    acc = tl.zeros([NC, HP, CW], tl.float32)
-    acc_r = tl.zeros([HP, 64], tl.float32)
+    acc = tl.zeros([HP, 512], tl.float32)
     tiles_main = tl.cdiv(T, BLOCK_T)
     tiles = tiles_main + tl.cdiv(TX, BLOCK_T)
     per_split = tl.cdiv(tiles, NUM_SPLITS)
@@ -219,8 +202,7 @@ def mla_decode_kernel(
             idx = _tile_index(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
             raw, sc, rope, valid = _gather_tile(idx, tile, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf,
                                                 xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
-            m, l, acc, acc_r = _attend(q, inv_c, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2,
-                                       LAYOUT, ASM)
+            m, l, acc = _attend(q, q_rope, m, l, acc, raw, sc, rope, valid, scale_log2, LAYOUT, NC, CW, ASM)
     else:
         # Software pipeline in registers: the next tile's bytes are in flight while this tile is computed, and
         # the tile after it's indices are loaded a whole tile of compute ahead. Tiles >= hi load nothing.
@@ -232,20 +214,17 @@ def mla_decode_kernel(
             raw1, sc1, rope1, valid1 = _gather_tile(idx, tile + 1, tiles_main, u8, bf, f32, n_tok, page_stride,
                                                     xu8, xbf, xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
             idx = _tile_index(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
-            m, l, acc, acc_r = _attend(q, inv_c, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2,
-                                       LAYOUT, ASM)
+            m, l, acc = _attend(q, q_rope, m, l, acc, raw, sc, rope, valid, scale_log2, LAYOUT, NC, CW, ASM)
             raw, sc, rope, valid = raw1, sc1, rope1, valid1
     inv = tl.where(l > 0, 1.0 / l, 0.0)
     lse2 = tl.where(l > 0, m + tl.log2(l), float("-inf"))
-    o = acc * inv[None, :, None]
-    o_r = acc_r * inv[:, None]
+    o = acc * inv[:, None]
     if NUM_SPLITS == 1:
-        _finish(out_ptr, lse_ptr, sink_ptr, o, o_r, lse2, b, row, heads, hmask, H, S_q, NC, CW, LAYOUT, HAS_SINK,
-                LONELY_POS)
+        _finish(out_ptr, lse_ptr, sink_ptr, o, lse2, b, row, heads, hmask, H, S_q, HAS_SINK, LONELY_POS)
     else:
         prow = (row.to(tl.int64) * NUM_SPLITS + split) * H + heads
         tl.store(part_lse_ptr + prow, lse2, mask=hmask)
-        _store_rows(part_o_ptr, o, o_r, prow, hmask, NC, CW, LAYOUT)
+        _store_rows(part_o_ptr, o, prow, hmask)
 
 
 @triton.jit

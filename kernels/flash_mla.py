@@ -12,8 +12,9 @@ Choices where the spec is silent:
   layout and page size as the main cache. Only ``d_v == 512`` exists in both layouts.
 - The sink is a logit in natural-log units: ``out *= 1 / (1 + exp(sink[h] - lse))``; lse excludes it.
 - Lonely rows (no valid position): out = 0, lse = -inf; ``lonely_lse="+inf"`` gives FlashMLA's +inf.
-- The fp8 values enter fp16 MMAs unscaled (exact); the per-group scales multiply the fp32 partial scores
-  and the probabilities (see ``_mla_kernels``): the only roundings are p's (fp16; bf16 for v4's rope part).
+- K/V enter bf16 MMAs as ``bf16(fp8 * scale)``, like DeepSeek's FlashMLA (see ``_mla_kernels``): exact for
+  v4 (power-of-two scales), one rounding per value for v32's fp32 scales; q is used as given (bf16) and p
+  is rounded to bf16. These are the only roundings before the output's.
 """
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ def _extreme(inputs: dict, tiny: bool) -> dict:
 @pytest.mark.parametrize("tiny", [False, True])
 @pytest.mark.parametrize("layout", ["v32", "v4"])
 def test_extreme_magnitudes(layout: str, tiny: bool) -> None:
-    """The fp16 MMAs rescale q per head and p per scale group: huge and tiny q rows and KV scales, and tiles
+    """bf16 K/V tiles scaled in fp32 before the rounding: huge and tiny q rows and KV scales, and tiles
     of tiny scales next to invalid positions, stay accurate."""
     _check(_extreme(_inputs(8, H=4, topk=40, layout=layout), tiny), _cfg(splits=2))
 
