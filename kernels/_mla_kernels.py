@@ -10,12 +10,12 @@ One bf16 K/V tile per step, two plain 2D MMAs: every tile is gathered as ``[BLOC
 (4 raw fp8 values each, 16-byte loads), upcast in registers (e4m3 -> fp16 is exact), multiplied by its
 group's scale in fp32 (v32: 4 groups of 128 with fp32 scales; v4: 7 groups of 64 with UE8M0 scales) and
 rounded once to bf16 -- what DeepSeek's FlashMLA does. For v4 that rounding is exact (power-of-two
-scales, bf16 has fp32's exponent range) and its bf16 rope values fill columns [448, 512), so that the tile
-is the token's whole 512-value row; for v32 the scaled value is rounded (relative 2^-9 per element: lse
-relative error 3e-4, out 4e-3 where v4 measures 5e-8 and 2e-3, on the interpreter at B 2, H 16, top-k
-256; the tests allow 1e-3 and 1e-2) and the rope part is a second dot. Then
-``s = q . K^T (+ q_rope . rope^T)`` with q in bf16 as given (never rounded after scaling: ``sm_scale *
-log2(e)`` multiplies the fp32 scores) and ``acc += bf16(p) @ K`` (V is K's first 512 columns). Before
+scales, bf16 has fp32's exponent range; the tile's eighth group of 64 columns is 0); for v32 the scaled
+value is rounded (relative 2^-9 per element: lse relative error 3e-4, out 4e-3 where v4 measures 5e-8 and
+2e-3, on the interpreter at B 2, H 16, top-k 256; the tests allow 1e-3 and 1e-2). Then
+``s = q . K^T + q_rope . rope^T`` with q in bf16 as given (never rounded after scaling: ``sm_scale *
+log2(e)`` multiplies the fp32 scores) and ``acc += bf16(p) @ K`` (V is K's first 512 columns;
+v4: ``acc_r += bf16(p) @ rope`` gives output columns 448-511). Before
 (kept in git history): a form batched over the quantization groups in fp16 that kept the scales out of
 K; Nsight Compute showed it bound by shared memory (83% of the L1 pipe, half of its wavefronts bank
 conflicts from the groups' cross-warp reductions and a second, transposed copy of each tile); this
@@ -24,7 +24,8 @@ form is 1.1-1.3x faster at B >= 64 (BENCHMARKS.md).
 Latency: with ``STAGES`` (num_stages) 1-2 the loop is software-pipelined in registers (the next tile's
 bytes are loaded before this tile's math, indices two tiles ahead), so every program keeps one tile of
 gathers in flight. With 3 the loop is written plainly and Triton's pipeliner does the same through shared
-memory (cp.async). The combine kernel runs one program per (row, head, 128 columns) and loads all
+memory (cp.async); for v4 at BLOCK_T 16 that form gave wrong outputs on the H200 and the config space
+refuses it (``_mla_space._known_miscompile``). The combine kernel runs one program per (row, head, 128 columns) and loads all
 partials at once.
 
 Gather safety: an index that is negative, past ``topk_length`` or past the cache's token count is
@@ -60,18 +61,20 @@ def _gather(idx, u8, bf, f32, n_tok, page_stride, PAGE: tl.constexpr, LAYOUT: tl
     off = idx % PAGE
     g = tl.arange(0, NC)[None, :]
     w = tl.arange(0, 128)[None, :]
+    wmask = valid[:, None]
     if LAYOUT == 0:
         base = page * page_stride + off * 656
         sc = tl.load(f32 + (base // 4 + 128)[:, None] + g, mask=valid[:, None], other=0.0)
         rope = tl.load(bf + (base // 2 + 264)[:, None] + tl.arange(0, 64)[None, :], mask=valid[:, None], other=0.0)
     else:
         base = page * page_stride + off * 576
+        wmask = wmask & (w < 112)  # words 112-127 are rope bytes: the eighth group stays 0
         sbase = page * page_stride + PAGE * 576 + off * 8
         e = tl.load(u8 + sbase[:, None] + g, mask=valid[:, None] & (g < 7), other=0)
         sc = (e.to(tl.int32) << 23).to(tl.float32, bitcast=True)  # UE8M0 2^(e - 127), exact
         rope = tl.load(bf + (base // 2 + 224)[:, None] + tl.arange(0, 64)[None, :], mask=valid[:, None], other=0.0)
     words = u8.to(tl.pointer_type(tl.int32), bitcast=True) + (base // 4)[:, None]
-    raw = tl.load(words + w, mask=valid[:, None], other=0)  # v4: words 112-127 are rope bytes, replaced
+    raw = tl.load(words + w, mask=wmask, other=0)
     return raw, sc, rope, valid
 
 
@@ -106,52 +109,60 @@ def _unpack_fp8(w, ASM: tl.constexpr):
 
 
 @triton.jit
-def _dequant(raw, sc, rope, LAYOUT: tl.constexpr, NC: tl.constexpr, CW: tl.constexpr, ASM: tl.constexpr):
+def _dequant(raw, sc, NC: tl.constexpr, CW: tl.constexpr, ASM: tl.constexpr):
     """[T, 512] bf16 K/V values: fp8 times its group's scale in fp32, rounded once to bf16 (exact for v4's
-    power-of-two scales). v4: the rope values are columns [448, 512) (its all-zero eighth group)."""
+    power-of-two scales; v4's eighth group is 0)."""
     kv = tl.reshape(_unpack_fp8(raw, ASM).to(tl.float32), [raw.shape[0], NC, CW]) * sc[:, :, None]
-    if LAYOUT == 1:
-        kv = tl.where((tl.arange(0, NC) == NC - 1)[None, :, None], rope.to(tl.float32)[:, None, :], kv)
     return tl.reshape(kv, [raw.shape[0], 512]).to(tl.bfloat16)
 
 
 @triton.jit
-def _attend(q, q_rope, m, l, acc, raw, sc, rope, valid, scale_log2, LAYOUT: tl.constexpr,
+def _attend(q, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2, LAYOUT: tl.constexpr,
             NC: tl.constexpr, CW: tl.constexpr, ASM: tl.constexpr):
-    """One online-softmax step over a tile (exp2 space); ``acc`` is [HP, 512]. v32: ``q`` is the nope part and
-    the rope part is a second dot; v4: ``q`` is the whole row, matching ``_dequant``'s columns."""
-    kv = _dequant(raw, sc, rope, LAYOUT, NC, CW, ASM)
+    """One online-softmax step over a tile (exp2 space); ``acc`` is [HP, 512]; v4: ``acc_r`` [HP, 64] is the
+    rope part of the output (columns 448-511), whose values ``acc`` holds as zeros."""
+    kv = _dequant(raw, sc, NC, CW, ASM)
     s = tl.dot(q, tl.trans(kv))
-    if LAYOUT == 0:
-        s = tl.dot(q_rope, tl.trans(rope), s)
+    s = tl.dot(q_rope, tl.trans(rope), s)
     s = tl.where(valid[None, :], s * scale_log2, float("-inf"))
     m_new = tl.maximum(m, tl.max(s, 1))
     alpha = tl.exp2(m - m_new)
     p = tl.exp2(s - m_new[:, None])
     l = l * alpha + tl.sum(p, 1)
-    acc = tl.dot(p.to(tl.bfloat16), kv, acc * alpha[:, None])
-    return m_new, l, acc
+    pb = p.to(tl.bfloat16)
+    acc = tl.dot(pb, kv, acc * alpha[:, None])
+    if LAYOUT == 1:
+        acc_r = tl.dot(pb, rope, acc_r * alpha[:, None])
+    return m_new, l, acc, acc_r
 
 
 @triton.jit
-def _store_rows(ptr, o, rows, hmask):
-    """Store [HP, 512] as rows of 512 values."""
-    tl.store(ptr + rows[:, None] * 512 + tl.arange(0, 512)[None, :], o.to(ptr.dtype.element_ty), mask=hmask[:, None])
+def _store_rows(ptr, o, o_r, rows, hmask, LAYOUT: tl.constexpr):
+    """Store [HP, 512] (v4: its first 448 columns, then the [HP, 64] rope part at column 448) as rows of 512."""
+    cols = tl.arange(0, 512)[None, :]
+    base = ptr + rows[:, None] * 512 + cols
+    if LAYOUT == 0:
+        tl.store(base, o.to(ptr.dtype.element_ty), mask=hmask[:, None])
+    else:
+        tl.store(base, o.to(ptr.dtype.element_ty), mask=hmask[:, None] & (cols < 448))
+        tl.store(ptr + rows[:, None] * 512 + 448 + tl.arange(0, 64)[None, :], o_r.to(ptr.dtype.element_ty),
+                 mask=hmask[:, None])
 
 
 @triton.jit
-def _finish(out_ptr, lse_ptr, sink_ptr, o, lse2, b, row, heads, hmask, H, S_q, HAS_SINK: tl.constexpr,
-            LONELY_POS: tl.constexpr):
+def _finish(out_ptr, lse_ptr, sink_ptr, o, o_r, lse2, b, row, heads, hmask, H, S_q, LAYOUT: tl.constexpr,
+            HAS_SINK: tl.constexpr, LONELY_POS: tl.constexpr):
     """Sink scaling, lonely rows and the bf16/fp32 stores of one row's heads (``lse2`` is log2-space)."""
     lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
     if HAS_SINK:
         sink = tl.load(sink_ptr + heads, mask=hmask, other=0.0)
         factor = 1.0 / (1.0 + tl.exp(sink - lse))
         o = o * factor[:, None]
+        o_r = o_r * factor[:, None]
     if LONELY_POS:
         lse = tl.where(lse2 == float("-inf"), float("inf"), lse)
     tl.store(lse_ptr + (b * H + heads) * S_q + row % S_q, lse, mask=hmask)
-    _store_rows(out_ptr, o, row.to(tl.int64) * H + heads, hmask)
+    _store_rows(out_ptr, o, o_r, row.to(tl.int64) * H + heads, hmask, LAYOUT)
 
 
 @triton.jit
@@ -174,16 +185,15 @@ def mla_decode_kernel(
     NC: tl.constexpr = 4 if LAYOUT == 0 else 8
     CW: tl.constexpr = 512 // NC
     D_QK: tl.constexpr = 576 if LAYOUT == 0 else 512
+    NOPE: tl.constexpr = 512 if LAYOUT == 0 else 448
     qbase = q_ptr + (row.to(tl.int64) * H + heads) * D_QK
     cols = tl.arange(0, 512)[None, :]
-    q = tl.load(qbase[:, None] + cols, mask=hmask[:, None], other=0.0)  # v32: the nope part; v4: the whole row
-    if LAYOUT == 0:
-        q_rope = tl.load(qbase[:, None] + 512 + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
-    else:
-        q_rope = tl.zeros([HP, 64], tl.bfloat16)  # unused: v4's rope columns are part of ``q``
+    q = tl.load(qbase[:, None] + cols, mask=hmask[:, None] & (cols < NOPE), other=0.0)
+    q_rope = tl.load(qbase[:, None] + NOPE + tl.arange(0, 64)[None, :], mask=hmask[:, None], other=0.0)
     m = tl.full([HP], -1e30, tl.float32)
     l = tl.zeros([HP], tl.float32)
     acc = tl.zeros([HP, 512], tl.float32)
+    acc_r = tl.zeros([HP, 64], tl.float32)
     tiles_main = tl.cdiv(T, BLOCK_T)
     tiles = tiles_main + tl.cdiv(TX, BLOCK_T)
     per_split = tl.cdiv(tiles, NUM_SPLITS)
@@ -202,7 +212,8 @@ def mla_decode_kernel(
             idx = _tile_index(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
             raw, sc, rope, valid = _gather_tile(idx, tile, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf,
                                                 xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
-            m, l, acc = _attend(q, q_rope, m, l, acc, raw, sc, rope, valid, scale_log2, LAYOUT, NC, CW, ASM)
+            m, l, acc, acc_r = _attend(q, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2, LAYOUT, NC,
+                                       CW, ASM)
     else:
         # Software pipeline in registers: the next tile's bytes are in flight while this tile is computed, and
         # the tile after it's indices are loaded a whole tile of compute ahead. Tiles >= hi load nothing.
@@ -214,17 +225,20 @@ def mla_decode_kernel(
             raw1, sc1, rope1, valid1 = _gather_tile(idx, tile + 1, tiles_main, u8, bf, f32, n_tok, page_stride,
                                                     xu8, xbf, xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
             idx = _tile_index(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
-            m, l, acc = _attend(q, q_rope, m, l, acc, raw, sc, rope, valid, scale_log2, LAYOUT, NC, CW, ASM)
+            m, l, acc, acc_r = _attend(q, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2, LAYOUT, NC,
+                                       CW, ASM)
             raw, sc, rope, valid = raw1, sc1, rope1, valid1
     inv = tl.where(l > 0, 1.0 / l, 0.0)
     lse2 = tl.where(l > 0, m + tl.log2(l), float("-inf"))
     o = acc * inv[:, None]
+    o_r = acc_r * inv[:, None]
     if NUM_SPLITS == 1:
-        _finish(out_ptr, lse_ptr, sink_ptr, o, lse2, b, row, heads, hmask, H, S_q, HAS_SINK, LONELY_POS)
+        _finish(out_ptr, lse_ptr, sink_ptr, o, o_r, lse2, b, row, heads, hmask, H, S_q, LAYOUT, HAS_SINK,
+                LONELY_POS)
     else:
         prow = (row.to(tl.int64) * NUM_SPLITS + split) * H + heads
         tl.store(part_lse_ptr + prow, lse2, mask=hmask)
-        _store_rows(part_o_ptr, o, prow, hmask)
+        _store_rows(part_o_ptr, o, o_r, prow, hmask, LAYOUT)
 
 
 @triton.jit

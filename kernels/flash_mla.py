@@ -166,10 +166,13 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
     """
     cache, xcache = _validate(q, kv_cache, indices, layout, page_size, sm_scale, d_v, topk_length,
                               (extra_kv_cache, extra_indices, extra_topk_length), attn_sink, lonely_lse)
+    problem = problem_of(q, indices, layout, page_size, topk_length, extra_indices, attn_sink)
     if config is None:
         from aotune.kernels.runtime import resolve_config
-        config = resolve_config(KERNEL, problem_of(q, indices, layout, page_size, topk_length, extra_indices,
-                                                   attn_sink), q.device)
+        config = resolve_config(KERNEL, problem, q.device)
+    reason = SPACE.check(config, problem)
+    if reason:
+        raise ValueError(f"config: {reason}")
     out, lse, parts = _outputs(q, config["NUM_SPLITS"])
     for launch, grid in _plan(q, cache, indices, topk_length, xcache, extra_indices, extra_topk_length, attn_sink,
                               out, lse, parts, layout, page_size, sm_scale, lonely_lse == "+inf", config):
