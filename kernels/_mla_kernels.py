@@ -25,7 +25,7 @@ Latency: with ``STAGES`` (num_stages) 1-2 the loop is software-pipelined in regi
 bytes are loaded before this tile's math, indices two tiles ahead), so every program keeps one tile of
 gathers in flight. With 3 the loop is written plainly and Triton's pipeliner does the same through shared
 memory (cp.async); for v4 at BLOCK_T 16 that form gave wrong outputs on the H200 and the config space
-refuses it (``_mla_space._known_miscompile``). The combine kernel runs one program per (row, head, 128 columns) and loads all
+refuses it (``_mla_space.known_miscompile``). The combine kernel runs one program per (row, head, 128 columns) and loads all
 partials at once.
 
 Gather safety: an index that is negative, past ``topk_length`` or past the cache's token count is
