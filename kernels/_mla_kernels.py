@@ -6,27 +6,26 @@ tiles of ``BLOCK_T`` tokens, cut into ``NUM_SPLITS`` equal ranges). The online s
 space with a finite running-max sentinel (-1e30) and -inf for masked scores, so a fully masked tile
 adds exactly nothing and never makes a NaN.
 
-One bf16 K/V tile per step, two plain 2D MMAs: every tile is gathered as ``[BLOCK_T, 128]`` int32 words
-(4 raw fp8 values each, 16-byte loads), upcast in registers (e4m3 -> fp16 is exact), multiplied by its
-group's scale in fp32 (v32: 4 groups of 128 with fp32 scales; v4: 7 groups of 64 with UE8M0 scales) and
-rounded once to bf16 -- what DeepSeek's FlashMLA does. For v4 that rounding is exact (power-of-two
-scales, bf16 has fp32's exponent range; the tile's eighth group of 64 columns is 0); for v32 the scaled
-value is rounded (relative 2^-9 per element: lse relative error 3e-4, out 4e-3 where v4 measures 5e-8 and
-2e-3, on the interpreter at B 2, H 16, top-k 256; the tests allow 1e-3 and 1e-2). Then
-``s = q . K^T + q_rope . rope^T`` with q in bf16 as given (never rounded after scaling: ``sm_scale *
-log2(e)`` multiplies the fp32 scores) and ``acc += bf16(p) @ K`` (V is K's first 512 columns;
-v4: ``acc_r += bf16(p) @ rope`` gives output columns 448-511). Before
-(kept in git history): a form batched over the quantization groups in fp16 that kept the scales out of
-K; Nsight Compute showed it bound by shared memory (83% of the L1 pipe, half of its wavefronts bank
-conflicts from the groups' cross-warp reductions and a second, transposed copy of each tile); this
-form is 1.1-1.3x faster at B >= 64 (BENCHMARKS.md).
+One bf16 K/V tile per step, two plain 2D MMAs: every tile is gathered as ``[BLOCK_T, 128]`` int32 words (4
+raw fp8 values each, 16-byte loads), upcast in registers (e4m3 -> fp16 is exact), multiplied by its group's
+scale in fp32 (v32: 4 groups of 128 with fp32 scales; v4: 7 groups of 64 with UE8M0 scales) and rounded once
+to bf16 -- what DeepSeek's FlashMLA does. For v4 that rounding is exact (power-of-two scales, bf16 has
+fp32's exponent range; the tile's eighth group of 64 columns is 0); for v32 the scaled value is rounded
+(relative 2^-9 per element: lse relative error 3e-4, out 4e-3 where v4 measures 5e-8 and 2e-3, on the
+interpreter at B 2, H 16, top-k 256; the tests allow 1e-3 and 1e-2). Then ``s = q . K^T + q_rope . rope^T``
+with q in bf16 as given (never rounded after scaling: ``sm_scale * log2(e)`` multiplies the fp32 scores) and
+``acc += bf16(p) @ K`` (V is K's first 512 columns; v4: ``acc_r += bf16(p) @ rope`` gives output columns
+448-511). Before (kept in git history): a form batched over the quantization groups in fp16 that kept the
+scales out of K; Nsight Compute showed it bound by shared memory (83% of the L1 pipe, half of its wavefronts
+bank conflicts from the groups' cross-warp reductions and a second, transposed copy of each tile); this form
+is 1.1-1.3x faster at B >= 64 (BENCHMARKS.md).
 
 Latency: with ``STAGES`` (num_stages) 1-2 the loop is software-pipelined in registers (the next tile's
 bytes are loaded before this tile's math, indices two tiles ahead), so every program keeps one tile of
 gathers in flight. With 3 the loop is written plainly and Triton's pipeliner does the same through shared
 memory (cp.async); for v4 at BLOCK_T 16 that form gave wrong outputs on the H200 and the config space
-refuses it (``_mla_space.known_miscompile``). The combine kernel runs one program per (row, head, 128 columns) and loads all
-partials at once.
+refuses it (``_mla_space.known_miscompile``). The combine kernel runs one program per (row, head, 128
+columns) and loads all partials at once.
 
 Gather safety: an index that is negative, past ``topk_length`` or past the cache's token count is
 invalid; its address is clamped to token 0 and its loads are masked, so it is never read.
