@@ -170,9 +170,8 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
     problem = problem_of(q, indices, layout, page_size, topk_length, extra_indices, attn_sink)
     if config is None:
         from aotune.kernels.runtime import resolve_config
-        config = resolve_config(KERNEL, problem, q.device)
-    reason = known_miscompile(config, problem)  # the space's other constraints only prune (they run correctly)
-    if reason:
+        config = resolve_config(KERNEL, problem, q.device)  # the loader answers only configs the space allows
+    elif reason := known_miscompile(config, problem):  # the space's other constraints only prune
         raise ValueError(f"config: {reason}")
     out, lse, parts = _outputs(q, config["NUM_SPLITS"])
     for launch, grid in _plan(q, cache, indices, topk_length, xcache, extra_indices, extra_topk_length, attn_sink,

@@ -187,11 +187,9 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: t
                                  swiglu_limit, w13_bias, w2_bias, routed_scaling_factor, group_size)
     problem = MoEProblem(**fields)
     if config is None:
-        from aotune.kernels.runtime import first_default, resolve_config
-        config = resolve_config(KERNEL, problem, x.device)
-        if SPACE.check(config, problem):  # a neighbour's tuned config may not apply (e.g. decode path)
-            config = first_default(KERNEL, problem)
-    reason = SPACE.check(config, problem)
+        from aotune.kernels.runtime import resolve_config
+        config = resolve_config(KERNEL, problem, x.device)  # the loader answers only configs SPACE allows
+    reason = SPACE.check(config, problem)  # an explicit config, or no valid default at all
     if reason:
         raise ValueError(f"config: {reason}")
     if not x.is_cuda and config["DEQ"] in ("group_asm", "dot_scaled"):
