@@ -50,8 +50,7 @@ def _tile_index(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlim
 
 
 @triton.jit
-def _gather(idx, u8, bf, f32, n_tok, page_stride, PAGE: tl.constexpr, LAYOUT: tl.constexpr,
-            NC: tl.constexpr, CW: tl.constexpr):
+def _gather(idx, u8, bf, f32, n_tok, page_stride, PAGE: tl.constexpr, LAYOUT: tl.constexpr, NC: tl.constexpr):
     """Raw fp8 values [BLOCK_T, 128] (int32 words), scales [BLOCK_T, NC] fp32 (0 where invalid), rope
     [BLOCK_T, 64] bf16 and validity [BLOCK_T] of the token ids ``idx``."""
     valid = (idx >= 0) & (idx < n_tok)
@@ -79,11 +78,11 @@ def _gather(idx, u8, bf, f32, n_tok, page_stride, PAGE: tl.constexpr, LAYOUT: tl
 
 @triton.jit
 def _gather_tile(idx, tile, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf, xf32, x_n_tok, x_page_stride,
-                 PAGE: tl.constexpr, LAYOUT: tl.constexpr, NC: tl.constexpr, CW: tl.constexpr):
+                 PAGE: tl.constexpr, LAYOUT: tl.constexpr, NC: tl.constexpr):
     """``_gather`` from the cache that tile ``tile`` belongs to."""
     main = tile < tiles_main
     return _gather(idx, tl.where(main, u8, xu8), tl.where(main, bf, xbf), tl.where(main, f32, xf32),
-                   tl.where(main, n_tok, x_n_tok), tl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, NC, CW)
+                   tl.where(main, n_tok, x_n_tok), tl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, NC)
 
 
 @triton.jit
@@ -210,7 +209,7 @@ def mla_decode_kernel(
         for tile in tl.range(lo, hi, num_stages=STAGES):
             idx = _tile_index(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
             raw, sc, rope, valid = _gather_tile(idx, tile, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf,
-                                                xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
+                                                xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC)
             m, l, acc, acc_r = _attend(q, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2, LAYOUT, NC,
                                        CW, ASM)
     else:
@@ -218,11 +217,11 @@ def mla_decode_kernel(
         # the tile after it's indices are loaded a whole tile of compute ahead. Tiles >= hi load nothing.
         idx = _tile_index(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
         raw, sc, rope, valid = _gather_tile(idx, lo, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xbf, xf32,
-                                            x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
+                                            x_n_tok, x_page_stride, PAGE, LAYOUT, NC)
         idx = _tile_index(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
         for tile in range(lo, hi):
             raw1, sc1, rope1, valid1 = _gather_tile(idx, tile + 1, tiles_main, u8, bf, f32, n_tok, page_stride,
-                                                    xu8, xbf, xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC, CW)
+                                                    xu8, xbf, xf32, x_n_tok, x_page_stride, PAGE, LAYOUT, NC)
             idx = _tile_index(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T)
             m, l, acc, acc_r = _attend(q, q_rope, m, l, acc, acc_r, raw, sc, rope, valid, scale_log2, LAYOUT, NC,
                                        CW, ASM)
