@@ -50,6 +50,7 @@ import triton
 from aotune.kernels._moe_checks import ACTIVATIONS, LAYOUTS, check_inputs
 from aotune.kernels._moe_gemv import _moe_act, _moe_gemv1, _moe_gemv2
 from aotune.kernels._moe_kernels import _moe_align, _moe_gemm1, _moe_gemm2, _moe_reduce
+from aotune.kernels._moe_mma import _moe_mma1, _moe_mma2
 from aotune.kernels.base import Cost, Inputs, Kernel, Launch, Problem
 from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
 from aotune.kernels.space import Choice, Config, ConfigSpace
@@ -89,6 +90,8 @@ def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Co
     """The launches (and grids) of one call; shared by the launcher and ``launches`` (meta tensors)."""
     if cfg["PATH"] == "gemv":
         gemms = _gemv_launches(ts, p, limit, cfg)
+    elif cfg["PATH"] == "mma":
+        gemms = _mma_launches(ts, p, limit, cfg)
     else:
         gemms = _dot_launches(ts, p, limit, cfg)
     per_token = cfg["PATH"] == "prefill"
@@ -172,6 +175,28 @@ def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config)
     return out
 
 
+def _mma_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) -> list[tuple[Launch, tuple]]:
+    """Tensor-core decode path ("mma", _moe_mma.py, GPU only): GEMM1, GEMM2 over (slot, N tile); the first
+    slot of each expert does its work, 8 tokens per pass."""
+    t, bn = p.M * p.top_k, cfg["BLOCK_N"]
+    b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
+    tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_N=bn, BLOCK_K=cfg["BLOCK_K"], G=p.group_size,
+                 num_warps=cfg["num_warps"])
+    x, inter, dst, ids = ts["x"], ts["inter"], ts["dst"], ts["topk_ids"]
+    x32, inter32 = x.view(torch.int32), inter.view(torch.int32)  # bf16 pairs, as on the gemv path
+    w13, s13, w2, s2 = ts["w13"], ts["w13_scale"], ts["w2"], ts["w2_scale"]
+    lim = float("inf") if limit is None else limit
+    w13_32, w2_32 = w13.view(torch.int32), w2.view(torch.int32)  # weight bytes as words (strides still in bytes)
+    g1 = (x32, w13_32, s13, b13, inter, ids, t, p.K, p.I, p.E, p.top_k, lim, x32.stride(0), w13.stride(0),
+          w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0))
+    kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias, **tiles)
+    g2 = (inter32, w2_32, s2, b2, dst, ts["topk_weights"], ids, t, p.K, p.I, p.E, inter32.stride(0), w2.stride(0),
+          w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
+    kw2 = dict(HAS_BIAS=p.has_bias, **tiles)
+    return [(Launch(_moe_mma1, g1, kw1), (t, triton.cdiv(p.I, bn // 2))),
+            (Launch(_moe_mma2, g2, kw2), (t, triton.cdiv(p.K, bn)))]
+
+
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
               w2_scale: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, *,
               activation: str = "swiglu", layout: str = "gate_up", swiglu_limit: float | None = None,
@@ -192,12 +217,14 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: t
     reason = SPACE.check(config, problem)  # an explicit config, or no valid default at all
     if reason:
         raise ValueError(f"config: {reason}")
+    if not x.is_cuda and config["PATH"] == "mma":
+        raise ValueError("config: PATH 'mma' is a Gluon kernel and needs a CUDA GPU (not the CPU interpreter)")
     if not x.is_cuda and config["DEQ"] in ("group_asm", "dot_scaled"):
         raise ValueError(f"config: DEQ {config['DEQ']!r} needs a CUDA GPU (not the CPU interpreter)")
     if problem.M == 0:
         return torch.empty_like(x)
-    if config["PATH"] == "gemv" and x.data_ptr() % 4:
-        x = x.clone()  # the gemv path reads bf16 pairs as int32 (a view of x at an odd element offset fails)
+    if config["PATH"] in ("gemv", "mma") and x.data_ptr() % 4:
+        x = x.clone()  # these paths read bf16 pairs as int32 (a view of x at an odd element offset fails)
     ts = dict(x=x, w13=w13, w13_scale=w13_scale, w2=w2, w2_scale=w2_scale, topk_ids=topk_ids,
               topk_weights=topk_weights, w13_bias=w13_bias, w2_bias=w2_bias)
     ts.update(_workspace(problem, config, x.device, topk_ids))
@@ -281,6 +308,8 @@ def _down_block_k(config: Config, p: MoEProblem) -> int:
 
 
 def _block_k_fits(config: Config, p: MoEProblem) -> str | None:
+    if config["PATH"] == "mma":
+        return _mma_fits(config, p)
     if config["BLOCK_K"] % p.group_size:
         return f"BLOCK_K {config['BLOCK_K']} is not a multiple of group_size {p.group_size}"
     if config["PATH"] == "gemv":
@@ -292,6 +321,15 @@ def _block_k_fits(config: Config, p: MoEProblem) -> str | None:
         return "DEQ dot_scaled needs group_size 32 (MX scale blocks)"
     if config["DEQ"] in ("group", "group_asm") and p.group_size < 32 and config["PATH"] != "gemv":
         return "DEQ group needs group_size >= 32 (one tl.dot of K >= 16 per nibble half)"
+    return None
+
+
+def _mma_fits(config: Config, p: MoEProblem) -> str | None:
+    """The mma path works on whole 32-value scale groups, 16-row MMA tiles per warp (_moe_mma.py)."""
+    if p.group_size % 32 or p.K % 32 or p.I % 32:
+        return f"mma path: group_size, K and I must be multiples of 32 (got {p.group_size}, {p.K}, {p.I})"
+    if config["BLOCK_N"] // 2 < 16 * config["num_warps"]:
+        return f"mma path: BLOCK_N {config['BLOCK_N']} < 32 rows per warp x num_warps {config['num_warps']}"
     return None
 
 
@@ -310,7 +348,11 @@ def _tiles_fit(config: Config, p: MoEProblem) -> str | None:
 
 def _path_fits(config: Config, p: MoEProblem) -> str | None:
     path = config["PATH"]
-    if path == "gemv":
+    if path == "mma":
+        if config["BLOCK_M"] != 8 or config["DEQ"] != "group_asm" or config["SPLIT_K"] != 1 \
+                or config["num_stages"] != 1:
+            return "mma path: BLOCK_M 8 (tokens per MMA), DEQ group_asm, SPLIT_K 1 and num_stages 1 only"
+    elif path == "gemv":
         if config["BLOCK_M"] > 2:
             return "gemv path: BLOCK_M (tokens per pass over an expert's weights) is 1 or 2"
         if config["DEQ"] not in ("arith", "group_asm"):
@@ -351,11 +393,13 @@ _BRANCHES = ("PATH", {
     "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm")),
     "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1)),
     "prefill": _TENSOR_CORE_TILES,
+    "mma": dict(BLOCK_M=Choice(8), BLOCK_N=Choice(32, 64, 128, 256), BLOCK_K=Choice(64, 128, 256), GROUP_M=Choice(1),
+                SPLIT_K=Choice(1), DEQ=Choice("group_asm"), num_warps=Choice(1, 2, 4), num_stages=Choice(1)),
 })
 
 SPACE = ConfigSpace(
     params={
-        "PATH": Choice("decode", "prefill", "gemv"), "BLOCK_M": Choice(1, 2, 16, 32, 64, 128),
+        "PATH": Choice("decode", "prefill", "gemv", "mma"), "BLOCK_M": Choice(1, 2, 8, 16, 32, 64, 128),
         "BLOCK_N": Choice(8, 16, 32, 64, 128, 256), "BLOCK_K": Choice(64, 128, 256, 512, 1024), "GROUP_M": Choice(1, 8),
         "SPLIT_K": Choice(1, 2, 4, 8), "DEQ": Choice("arith", "group", "group_asm", "dot_scaled"),
         "num_warps": Choice(1, 2, 4, 8), "num_stages": Choice(1, 2, 3, 4),
@@ -480,7 +524,7 @@ KERNEL = Kernel(
     cost=cost,
     tolerance=1e-2,
     source_modules=(__name__, "aotune.kernels._moe_kernels", "aotune.kernels._moe_gemv",
-                    "aotune.kernels._moe_checks", "aotune.kernels.formats.mxfp4"),
+                    "aotune.kernels._moe_mma", "aotune.kernels._moe_checks", "aotune.kernels.formats.mxfp4"),
     timing="graph",
     runtime_default=runtime_default,
 )

@@ -261,6 +261,42 @@ def test_sm120_feasibility_drops_what_does_not_fit() -> None:
     assert fits.status == "ok" and 0 < fits.shared_bytes <= 101376
 
 
+_MMA = dict(PATH="mma", BLOCK_M=8, BLOCK_N=64, BLOCK_K=128, GROUP_M=1, SPLIT_K=1, DEQ="group_asm", num_warps=2,
+            num_stages=1)
+
+
+def test_mma_path_launches_and_space() -> None:
+    problem = MoEProblem(M=8, K=4096, I=256, E=256, top_k=6)
+    assert SPACE.check(_MMA, problem) is None
+    assert [launch.fn.__name__ for launch in launches(problem, _MMA)] == ["_moe_mma1", "_moe_mma2", "_moe_reduce"]
+    assert "multiples of 32" in SPACE.check(_MMA, MoEProblem(M=8, K=4096, I=720, E=128, top_k=4))
+    assert "multiples of 32" in SPACE.check(_MMA, MoEProblem(M=8, K=96, I=96, E=4, top_k=2, group_size=16))
+    assert "rows per warp" in SPACE.check(dict(_MMA, BLOCK_N=64, num_warps=4), problem)
+    assert "DEQ group_asm" in SPACE.check(dict(_MMA, DEQ="arith"), problem)
+    assert any(c["PATH"] == "mma" and SPACE.check(c, problem) is None for c in SPACE.configs())
+
+
+def test_mma_path_refuses_the_cpu() -> None:
+    inputs = _inputs(MoEProblem(M=3, K=64, I=32, E=4, top_k=2))
+    with pytest.raises(ValueError, match="PATH 'mma'"):
+        fused_moe(**inputs, config=dict(_MMA, BLOCK_N=32, num_warps=1))
+
+
+@pytest.mark.parametrize("target", ["sm_90", "sm_120"])
+def test_mma_path_compiles_with_register_fragments(target: str) -> None:
+    """Real compilation (CPU host): the decoded weights and the activations reach the MMA fragments with
+    no data movement (``assert_trivial`` fails the build otherwise) and without spills."""
+    pytest.importorskip("triton.backends.nvidia")
+    from aotune.tuner.feasibility import compile_candidate
+
+    for fields, config in ((dict(M=8, K=4096, I=2048, E=256, top_k=6), dict(_MMA, BLOCK_K=64)),
+                           (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai",
+                                 layout="interleaved", has_bias=True), dict(_MMA, BLOCK_N=32, num_warps=1))):
+        result = compile_candidate("mxfp4_moe", fields, config, target)
+        assert result.status == "ok", result.reason
+        assert result.spills == 0 and result.shared_bytes <= 4096  # routing scratch only, no tiles
+
+
 GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and both dequant modes
     (dict(M=1, K=4096, I=256, E=256, top_k=6), dict(PATH="decode", BLOCK_N=64, BLOCK_K=128)),
     (dict(M=8, K=4096, I=256, E=256, top_k=6), dict(PATH="decode", BLOCK_N=64, BLOCK_K=256, DEQ="group")),
@@ -294,6 +330,15 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
                                                      DEQ="group_asm", num_warps=2, num_stages=2)),
     (dict(M=6, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, DEQ="group_asm", num_warps=1, num_stages=4)),
+    # the tensor-core decode path (Gluon, register fragments): V4-Flash TP 8 / TP 1, gpt-oss (bias, 2880 =
+    # 90 groups: the unrolled loop's tail), V3 (K 7168), more than 8 tokens on one expert (E 8)
+    (dict(M=1, K=4096, I=256, E=256, top_k=6), dict(_MMA, BLOCK_N=32, BLOCK_K=64, num_warps=1)),
+    (dict(M=8, K=4096, I=256, E=256, top_k=6), _MMA),
+    (dict(M=32, K=4096, I=2048, E=256, top_k=6), dict(_MMA, BLOCK_N=128, BLOCK_K=64, num_warps=4)),
+    (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_MMA, BLOCK_K=256)),
+    (dict(M=5, K=7168, I=256, E=32, top_k=8, layout="up_gate"), dict(_MMA, BLOCK_N=32, BLOCK_K=128, num_warps=1)),
+    (dict(M=40, K=512, I=256, E=8, top_k=2), dict(_MMA, BLOCK_N=128, BLOCK_K=64, num_warps=2)),
     # the runtime default at decode (portable E2M1 decode), V4-Flash TP 8 and gpt-oss (2880: K tails)
     (dict(M=4, K=4096, I=256, E=256, top_k=6), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, DEQ="arith",
                                                      num_warps=1, num_stages=3)),
@@ -312,10 +357,10 @@ def test_gpu_real_shapes(fields: dict, overrides: dict) -> None:
 
 
 @pytest.mark.gpu
-def test_gpu_cuda_graph_replay_follows_new_routing() -> None:
+@pytest.mark.parametrize("config", [dict(CFG, BLOCK_N=64, BLOCK_K=128), _MMA], ids=["decode", "mma"])
+def test_gpu_cuda_graph_replay_follows_new_routing(config: dict) -> None:
     problem = MoEProblem(M=8, K=4096, I=256, E=256, top_k=6)
     inputs = _inputs(problem, device="cuda")
-    config = dict(CFG, BLOCK_N=64, BLOCK_K=128)
     fused_moe(**inputs, config=config)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

@@ -48,6 +48,9 @@ _GEMV_TILES = [(1, 8, 512, 1, 1), (1, 16, 256, 1, 1), (1, 16, 512, 1, 1), (1, 16
                (1, 32, 512, 2, 2), (1, 64, 512, 4, 2), (2, 16, 512, 1, 1), (2, 32, 512, 2, 1), (2, 32, 256, 4, 1),
                (1, 16, 512, 2, 4), (1, 16, 512, 1, 8), (1, 32, 512, 2, 4), (1, 16, 256, 2, 4)]
 _GEMV_STAGES = (1, 2, 3, 4)  # 1: plain loop (registers only); more: cp.async through shared memory
+# PATH mma (tensor-core decode, 8 tokens per pass): (BLOCK_N rows, BLOCK_K, num_warps)
+_MMA_TILES = [(32, 64, 1), (32, 128, 1), (64, 64, 2), (64, 128, 2), (64, 256, 2), (128, 64, 4), (128, 128, 4),
+              (128, 256, 4), (256, 64, 4)]
 
 
 def _events_ms(fn: Callable[[], Any], reps: int) -> list[float]:
@@ -123,6 +126,10 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
         for (bn, bk, warps), stages in itertools.product(((32, 256, 4), (16, 512, 1)), _GEMV_STAGES):
             out.append(dict(PATH="gemv", BLOCK_M=1, BLOCK_N=bn, BLOCK_K=bk, DEQ="arith", num_warps=warps,
                             num_stages=stages, **_BASE))
+    if p.M <= 128:
+        for bn, bk, warps in _MMA_TILES:
+            out.append(dict(PATH="mma", BLOCK_M=8, BLOCK_N=bn, BLOCK_K=bk, DEQ="group_asm", num_warps=warps,
+                            num_stages=1, **_BASE))
     if p.M >= 32:
         for bm in (16, 32, 64, 128):
             if min(64, p.M // 8) <= bm <= max(32, p.M // 2):
@@ -209,6 +216,9 @@ def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_
                 if math.isfinite(defaults[key])]
     if results:
         best_us, best = min(results, key=lambda r: r[0])
+        row["best_by_path"] = {path: min((r for r in results if r[1]["PATH"] == path), key=lambda r: r[0])
+                               for path in sorted({r[1]["PATH"] for r in results})}
+        row["best_by_path"] = {k: (round(us, 1), _plain(c)) for k, (us, c) in row["best_by_path"].items()}
         sg = [r for r in results if r[1].get("_sglang")]
         row.update(best_us=best_us, best=_plain(best), frac=active / (best_us * 1e-6) / copy_bw)
         if sg:
@@ -233,6 +243,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f" | {r['ref_us']:.0f} | {r['active_mb']:.1f} | {r.get('frac', nan):.2f}"
               f" | {r.get('rel_err', nan):.1e} | {r['default_us']:.1f} | {r['runtime_default_us']:.1f}"
               f" | {r.get('best')} |")
+    print("\n| model | M | fastest per PATH (us: config) |\n|---|---|---|")
+    for r in rows:
+        per = "; ".join(f"{k} {us}: BN{c['BLOCK_N']} BK{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
+                        f" BM{c['BLOCK_M']} SK{c['SPLIT_K']} {c['DEQ']}" for k, (us, c) in r.get("best_by_path", {}).items())
+        print(f"| {r['model']} | {r['M']} | {per} |")
 
 
 def main() -> None:
@@ -241,7 +256,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=300.0)
     parser.add_argument("--json", default="")
     parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="comma-separated M values")
-    parser.add_argument("--paths", default="decode,prefill,gemv", help="PATH values swept (SGLang's set always)")
+    parser.add_argument("--paths", default="decode,prefill,gemv,mma", help="PATH values swept (SGLang's set always)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names of MODELS")
     args = parser.parse_args()
     start = time.time()
