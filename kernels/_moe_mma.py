@@ -40,6 +40,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from aotune.kernels._moe_kernels import _activate, _gate_up_rows
 
 TOKENS = gl.constexpr(8)  # the MMA's N: tokens of one expert per pass over its weights
+PREFETCH = gl.constexpr(1024)  # bytes of a weight row asked of L2 ahead of the loads (0: none)
 
 
 @gluon.constexpr_function
@@ -132,6 +133,13 @@ def _bf16_pair(word):
 
 
 @gluon.jit
+def _prefetch_l2(ptrs):
+    """Ask L2 for the line at each pointer (no register waits for it): far-ahead weight rows."""
+    gl.inline_asm_elementwise(asm="prefetch.global.L2 [$1];\n mov.u32 $0, 0;", constraints="=r,l", args=[ptrs],
+                              dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
 def _pick(t, u: gl.constexpr, U: gl.constexpr, N: gl.constexpr):
     """Column ``u`` of ``t`` [N, U] whose U axis lives in registers (U <= 8), by splits: no data moves."""
     x = t
@@ -189,7 +197,11 @@ def _scale_factors(s):
 def _load_step(w_ptrs, s_rows, g0, G: gl.constexpr, U: gl.constexpr, S_LAYOUT: gl.constexpr):
     """Raw weight words [ROWS, 4U] and fp32 scale factors [ROWS, U] of groups g0 .. g0+U-1 of one row set."""
     uu = gl.arange(0, U, layout=gl.SliceLayout(0, S_LAYOUT))
-    return gl.load(w_ptrs + g0 * 4), _scale_factors(gl.load(s_rows[:, None] + (((g0 + uu) * 32) // G)[None, :]))
+    if G == 32:  # contiguous: one load of U bytes per row
+        cols = g0 + uu
+    else:
+        cols = ((g0 + uu) * 32) // G
+    return gl.load(w_ptrs + g0 * 4), _scale_factors(gl.load(s_rows[:, None] + cols[None, :]))
 
 
 @gluon.jit
@@ -223,12 +235,16 @@ def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_
     x_ptrs = x_ptr + gl.convert_layout(tok_rows, gl.SliceLayout(1, x_layout))[:, None] * stride_xm \
         + gl.arange(0, 16 * U, layout=gl.SliceLayout(0, x_layout))[None, :]
     n_steps = n_groups // U
+    pf_rows = w_ptr + gl.convert_layout(rows, gl.SliceLayout(1, w_layout)) * (stride_wn // 4) + PREFETCH // 4
+    pf_end = n_groups * 4 - PREFETCH // 4
     raw_w, raw_s = _load_step(w_ptrs, s_rows, 0, G, U, s_layout)
     raw_x = gl.load(x_ptrs)
     for st in range(0, n_steps):
         nxt = gl.minimum(st + 1, n_steps - 1) * U  # the last step reloads itself (no out-of-range read)
         nxt_w, nxt_s = _load_step(w_ptrs, s_rows, nxt, G, U, s_layout)
         nxt_x = gl.load(x_ptrs + nxt * 16)
+        if PREFETCH > 0:
+            _prefetch_l2(pf_rows + gl.minimum(st * U * 4, pf_end))
         acc = _step(acc, raw_w, raw_s, raw_x, zero, t0, t1, t2, t3, t4, U, ROWS, mma, a_op, b_op)
         raw_w, raw_s, raw_x = nxt_w, nxt_s, nxt_x
     w1_layout: gl.constexpr = _weight_layout(gl.num_warps(), ROWS, 1)
