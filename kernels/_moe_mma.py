@@ -40,7 +40,6 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from aotune.kernels._moe_kernels import _activate, _gate_up_rows
 
 TOKENS = gl.constexpr(8)  # the MMA's N: tokens of one expert per pass over its weights
-PREFETCH = gl.constexpr(1024)  # bytes of a weight row asked of L2 ahead of the loads (0: none)
 
 
 @gluon.constexpr_function
@@ -49,35 +48,36 @@ def _mma_layout(warps):
 
 
 @gluon.constexpr_function
-def _weight_layout(warps, rows, groups):
-    """[rows, 4 * groups] int32 words of weight bytes: lane c holds word c (bytes 4c .. 4c+3) of each group."""
+def _weight_layout(warps, rows, spans):
+    """[rows, 16 * spans] int32 words of weight bytes, 64 bytes (4 scale groups) per span: lane c holds
+    words 4c .. 4c+3 (one 16-byte load, scale group c of the span)."""
     reps = rows // (16 * warps)
     return gl.DistributedLinearLayout(
-        reg_bases=[[8, 0]] + [[0, 4 << i] for i in range(groups.bit_length() - 1)]
+        reg_bases=[[0, 1], [0, 2], [8, 0]] + [[0, 16 << i] for i in range(spans.bit_length() - 1)]
+        + [[16 * warps << i, 0] for i in range(reps.bit_length() - 1)],
+        lane_bases=[[0, 4], [0, 8], [1, 0], [2, 0], [4, 0]],
+        warp_bases=[[16 << i, 0] for i in range(warps.bit_length() - 1)], block_bases=[], shape=[rows, 16 * spans])
+
+
+@gluon.constexpr_function
+def _scale_layout(warps, rows, spans):
+    """[rows, 4 * spans] scale bytes (and one weight word of each lane): lane c holds group c of each span."""
+    reps = rows // (16 * warps)
+    return gl.DistributedLinearLayout(
+        reg_bases=[[8, 0]] + [[0, 4 << i] for i in range(spans.bit_length() - 1)]
         + [[16 * warps << i, 0] for i in range(reps.bit_length() - 1)],
         lane_bases=[[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]],
-        warp_bases=[[16 << i, 0] for i in range(warps.bit_length() - 1)], block_bases=[], shape=[rows, 4 * groups])
+        warp_bases=[[16 << i, 0] for i in range(warps.bit_length() - 1)], block_bases=[], shape=[rows, 4 * spans])
 
 
 @gluon.constexpr_function
-def _scale_layout(warps, rows, groups):
-    """[rows, groups] scale bytes, rows as in the MMA accumulator (the four lanes of a row share them)."""
-    reps = rows // (16 * warps)
+def _act_layout(warps, spans):
+    """[8 tokens, 64 * spans] int32 bf16 pairs (128 values of K per span): lane c holds pairs 16c .. 16c+15
+    (k 32c .. 32c+31, four 16-byte loads) of each span; every warp a copy."""
     return gl.DistributedLinearLayout(
-        reg_bases=[[0, 1 << i] for i in range(groups.bit_length() - 1)] + [[8, 0]]
-        + [[16 * warps << i, 0] for i in range(reps.bit_length() - 1)],
-        lane_bases=[[0, 0], [0, 0], [1, 0], [2, 0], [4, 0]],
-        warp_bases=[[16 << i, 0] for i in range(warps.bit_length() - 1)], block_bases=[], shape=[rows, groups])
-
-
-@gluon.constexpr_function
-def _act_layout(warps, groups):
-    """[8 tokens, 16 * groups] int32 bf16 pairs: lane c holds pairs 4c .. 4c+3 (k 8c .. 8c+7) of each group;
-    every warp a copy."""
-    return gl.DistributedLinearLayout(
-        reg_bases=[[0, 1], [0, 2]] + [[0, 16 << i] for i in range(groups.bit_length() - 1)],
-        lane_bases=[[0, 4], [0, 8], [1, 0], [2, 0], [4, 0]],
-        warp_bases=[[0, 0]] * (warps.bit_length() - 1), block_bases=[], shape=[TOKENS, 16 * groups])
+        reg_bases=[[0, 1], [0, 2], [0, 4], [0, 8]] + [[0, 64 << i] for i in range(spans.bit_length() - 1)],
+        lane_bases=[[0, 16], [0, 32], [1, 0], [2, 0], [4, 0]],
+        warp_bases=[[0, 0]] * (warps.bit_length() - 1), block_bases=[], shape=[TOKENS, 64 * spans])
 
 
 @gluon.constexpr_function
@@ -88,40 +88,47 @@ def _token_layout(warps):
 
 @gluon.jit
 def _tables(K):
-    """The five lookup words of ``_e2m1x8_bf16``, as values ptxas cannot rebuild from immediates."""
+    """The constant words of ``_e2m1x8_bf16``, as values ptxas cannot rebuild from immediates."""
     z = gl.minimum(K, 0)
-    return z + -1065353216, z + -1065336832, z + 0x3F3F3F00, z + 0x40404040, z + 0x8000
+    return z + -1065353216, z + -1065336832, z + 0x3F3F3F00, z + 0x40404040, z + 0x8000, z + -2147450880
 
 
 @gluon.jit
-def _e2m1x8_bf16(word, t0, t1, t2, t3, t4):
-    """Four E2M1 bytes (one int32) -> four bf16x2 words: byte i's (low, high nibble) is output i.
+def _e2m1x8_bf16(word, scale2, t0, t1, t2, t3, t4, t5):
+    """Four E2M1 bytes (one int32) times their group's scale -> four bf16x2 words: byte i's (low, high
+    nibble) is output i. ``scale2`` is the scale as bf16x2 (both halves); the product is exact.
 
     t0/t1: low bytes of the bf16 magnitudes 0, .5, 1, 1.5 / 2, 3, 4, 6 (table index = nibble & 7);
-    t2/t3: their high bytes; t4: sign bytes 0x00, 0x80 (index = sign bit)."""
+    t2/t3: their high bytes; t4: sign bytes 0x00, 0x80 (index = sign bit); t5: -0.0 twice. ``fma`` with -0.0 keeps the
+    sign of zero products (sm_80+; ``mul.bf16x2`` needs sm_90)."""
     return gl.inline_asm_elementwise(
         asm="""{
-        .reg .b32 s, m, mh, sl, sh, l0, l1, h0, h1, g0, g1;
+        .reg .b32 s, m, mh, sl, sh, l0, l1, h0, h1, g0, g1, q0, q1, q2, q3;
         and.b32 s, $4, 0x88888888;
         and.b32 m, $4, 0x77777777;
         shr.u32 mh, m, 16;
         shr.u32 sl, s, 3;
         shr.u32 sh, s, 19;
-        prmt.b32 l0, $5, $6, m;
-        prmt.b32 l1, $5, $6, mh;
-        prmt.b32 h0, $7, $8, m;
-        prmt.b32 h1, $7, $8, mh;
-        prmt.b32 g0, $9, 0, sl;
-        prmt.b32 g1, $9, 0, sh;
+        prmt.b32 l0, $6, $7, m;
+        prmt.b32 l1, $6, $7, mh;
+        prmt.b32 h0, $8, $9, m;
+        prmt.b32 h1, $8, $9, mh;
+        prmt.b32 g0, $10, 0, sl;
+        prmt.b32 g1, $10, 0, sh;
         or.b32 h0, h0, g0;
         or.b32 h1, h1, g1;
-        prmt.b32 $0, l0, h0, 0x5140;
-        prmt.b32 $1, l0, h0, 0x7362;
-        prmt.b32 $2, l1, h1, 0x5140;
-        prmt.b32 $3, l1, h1, 0x7362;
+        prmt.b32 q0, l0, h0, 0x5140;
+        prmt.b32 q1, l0, h0, 0x7362;
+        prmt.b32 q2, l1, h1, 0x5140;
+        prmt.b32 q3, l1, h1, 0x7362;
+        fma.rn.bf16x2 $0, q0, $5, $11;
+        fma.rn.bf16x2 $1, q1, $5, $11;
+        fma.rn.bf16x2 $2, q2, $5, $11;
+        fma.rn.bf16x2 $3, q3, $5, $11;
         }""",
-        constraints="=r,=r,=r,=r,r,r,r,r,r,r",
-        args=[word, t0, t1, t2, t3, t4], dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True, pack=1)
+        constraints="=r,=r,=r,=r,r,r,r,r,r,r,r,r",
+        args=[word, scale2, t0, t1, t2, t3, t4, t5], dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True,
+        pack=1)
 
 
 @gluon.jit
@@ -133,132 +140,111 @@ def _bf16_pair(word):
 
 
 @gluon.jit
-def _prefetch_l2(ptrs):
-    """Ask L2 for the line at each pointer (no register waits for it): far-ahead weight rows."""
-    gl.inline_asm_elementwise(asm="prefetch.global.L2 [$1];\n mov.u32 $0, 0;", constraints="=r,l", args=[ptrs],
-                              dtype=gl.int32, is_pure=False, pack=1)
+def _word_quarter(q, S_LAYOUT: gl.constexpr):
+    return gl.convert_layout(q, S_LAYOUT, assert_trivial=True)
 
 
 @gluon.jit
-def _pick(t, u: gl.constexpr, U: gl.constexpr, N: gl.constexpr):
-    """Column ``u`` of ``t`` [N, U] whose U axis lives in registers (U <= 8), by splits: no data moves."""
-    x = t
-    if U >= 2:
-        a, b = gl.split(x.reshape((N, U // 2, 2)))
-        if u % 2 == 1:
-            x = b
-        else:
-            x = a
-    if U >= 4:
-        a, b = gl.split(x.reshape((N, U // 4, 2)))
-        if (u // 2) % 2 == 1:
-            x = b
-        else:
-            x = a
-    if U >= 8:
-        a, b = gl.split(x.reshape((N, 1, 2)))
-        if (u // 4) % 2 == 1:
-            x = b
-        else:
-            x = a
-    return x.reshape((N,))
+def _decode_word(w, sc2, t0, t1, t2, t3, t4, t5):
+    """One word of each lane (byte i of it = output i) -> [ROWS, 4U, 2 nibble, 2, 2 (i)] bf16."""
+    o0, o1, o2, o3 = _e2m1x8_bf16(w, sc2, t0, t1, t2, t3, t4, t5)
+    return gl.join(gl.join(_bf16_pair(o0), _bf16_pair(o1)), gl.join(_bf16_pair(o2), _bf16_pair(o3)))
 
 
 @gluon.jit
-def _weights_a(raw, u: gl.constexpr, U: gl.constexpr, t0, t1, t2, t3, t4, ROWS: gl.constexpr,
+def _weights_a(raw, sc2, t0, t1, t2, t3, t4, t5, ROWS: gl.constexpr, U: gl.constexpr, S_LAYOUT: gl.constexpr,
                A_OP: gl.constexpr):
-    """Group ``u`` of a step's raw weight words [ROWS, 4U] as the MMA's A fragment [ROWS, 32]: memory
-    byte 4c + i of the group becomes logical byte c + 4i (see the module doc)."""
-    words = _pick(raw.reshape((ROWS, U, 4)).permute((0, 2, 1)).reshape((ROWS * 4, U)), u, U, ROWS * 4)
-    o0, o1, o2, o3 = _e2m1x8_bf16(words.reshape((ROWS, 4)), t0, t1, t2, t3, t4)
-    q = gl.join(gl.join(_bf16_pair(o0), _bf16_pair(o1)), gl.join(_bf16_pair(o2), _bf16_pair(o3)))
-    logical = q.permute((0, 4, 3, 1, 2)).reshape((ROWS, 32))  # k = 8i + 2c + nibble
+    """A step's raw weight words [ROWS, 16U] times their scales as the MMA's A fragment [ROWS, 128U].
+
+    Memory byte m = 16c + 4j + i of a span (lane c, word j, byte i) becomes logical byte c + 4i + 16j:
+    logical k = nibble + 2c + 8i + 32j, so lane c holds the K pairs the fragment gives it."""
+    a, b = gl.split(raw.reshape((ROWS, 4 * U, 2, 2)))  # word j = j0 + 2 j1: split j0 (last), then j1
+    w0, w2 = gl.split(a)
+    w1, w3 = gl.split(b)
+    q = gl.join(gl.join(_decode_word(_word_quarter(w0, S_LAYOUT), sc2, t0, t1, t2, t3, t4, t5),
+                        _decode_word(_word_quarter(w1, S_LAYOUT), sc2, t0, t1, t2, t3, t4, t5)),
+                gl.join(_decode_word(_word_quarter(w2, S_LAYOUT), sc2, t0, t1, t2, t3, t4, t5),
+                        _decode_word(_word_quarter(w3, S_LAYOUT), sc2, t0, t1, t2, t3, t4, t5)))
+    # q: [rows, 4U (span, c), nibble, i0, i1, j0, j1] -> [rows, span, j1, j0, i1, i0, c, nibble]
+    logical = q.reshape((ROWS, U, 4, 2, 2, 2, 2, 2)).permute((0, 1, 7, 6, 5, 4, 2, 3)).reshape((ROWS, 128 * U))
     return gl.convert_layout(logical, A_OP, assert_trivial=True)
 
 
 @gluon.jit
-def _acts_b(raw, u: gl.constexpr, U: gl.constexpr, B_OP: gl.constexpr):
-    """Group ``u`` of a step's raw activations [8, 16U] (int32 bf16 pairs) as the MMA's B fragment [32, 8]:
-    memory k = 8c + 2j + h becomes logical k = 8j + 2c + h, the weights' permuted order."""
-    words = _pick(raw.reshape((TOKENS, U, 16)).permute((0, 2, 1)).reshape((TOKENS * 16, U)), u, U, TOKENS * 16)
-    pairs = _bf16_pair(words.reshape((TOKENS, 4, 4)))  # [token, c, j, h]
-    logical = pairs.permute((0, 2, 1, 3)).reshape((TOKENS, 32))
+def _acts_b(raw, U: gl.constexpr, B_OP: gl.constexpr):
+    """A step's raw activations [8, 64U] (int32 bf16 pairs) as the MMA's B fragment [128U, 8]: pair
+    p = 16c + 4j + i of a span holds memory k = 32c + 8j + 2i + h, which becomes logical k = h + 2c + 8i + 32j,
+    the weights' order."""
+    pairs = _bf16_pair(raw.reshape((TOKENS, U, 4, 4, 4)))  # [token, span, c, j, i, h]
+    logical = pairs.permute((0, 1, 3, 4, 2, 5)).reshape((TOKENS, 128 * U))
     return gl.convert_layout(logical.permute((1, 0)), B_OP, assert_trivial=True)
 
 
 @gluon.jit
-def _scale_factors(s):
-    """E8M0 bytes -> fp32 factors 2 ** (s - 127); byte 255 gives NaN."""
+def _scale_bf16x2(s):
+    """E8M0 bytes -> 2 ** (s - 127) as bf16 in both halves of an int32 (byte 255: NaN; byte 0 gives 0, as
+    on the other paths, for the subnormal 2 ** -127)."""
     s = s.to(gl.int32)
-    return ((s << 23) | (((s + 1) << 14) & 0x400000)).to(gl.float32, bitcast=True)
+    b = (s << 7) | (((s + 1) >> 2) & 0x40)
+    return b | (b << 16)
 
 
 @gluon.jit
-def _load_step(w_ptrs, s_rows, g0, G: gl.constexpr, U: gl.constexpr, S_LAYOUT: gl.constexpr):
-    """Raw weight words [ROWS, 4U] and fp32 scale factors [ROWS, U] of groups g0 .. g0+U-1 of one row set."""
-    uu = gl.arange(0, U, layout=gl.SliceLayout(0, S_LAYOUT))
-    if G == 32:  # contiguous: one load of U bytes per row
-        cols = g0 + uu
-    else:
-        cols = ((g0 + uu) * 32) // G
-    return gl.load(w_ptrs + g0 * 4), _scale_factors(gl.load(s_rows[:, None] + cols[None, :]))
-
-
-@gluon.jit
-def _step(acc, raw_w, raw_s, raw_x, zero, t0, t1, t2, t3, t4, U: gl.constexpr, ROWS: gl.constexpr,
-          MMA: gl.constexpr, A_OP: gl.constexpr, B_OP: gl.constexpr):
-    """acc [ROWS, 8] += sum over the step's U groups of scale * (weights . activations)."""
-    for u in gl.static_range(U):
-        p = mma_v2(_weights_a(raw_w, u, U, t0, t1, t2, t3, t4, ROWS, A_OP), _acts_b(raw_x, u, U, B_OP), zero)
-        sf = gl.convert_layout(_pick(raw_s, u, U, ROWS), gl.SliceLayout(1, MMA), assert_trivial=True)
-        acc = acc + p * sf[:, None]
-    return acc
+def _load_step(w_ptrs, s_ptrs, x_ptrs, sp, mask_w, mask_s, mask_x, MASKED: gl.constexpr):
+    """Raw weight words, scale bytes (as bf16x2) and activation pairs of the step starting at span ``sp``."""
+    if MASKED:
+        return (gl.load(w_ptrs + sp * 16, mask=mask_w, other=0), _scale_bf16x2(gl.load(s_ptrs + sp * 4, mask=mask_s,
+                other=127)), gl.load(x_ptrs + sp * 64, mask=mask_x, other=0))
+    return gl.load(w_ptrs + sp * 16), _scale_bf16x2(gl.load(s_ptrs + sp * 4)), gl.load(x_ptrs + sp * 64)
 
 
 @gluon.jit
 def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, t0, t1, t2, t3,
-              t4, G: gl.constexpr, U: gl.constexpr, ROWS: gl.constexpr):
-    """[ROWS, 8] fp32: weight rows ``rows`` (of the expert at ``w_ptr``, int32 words / ``s_ptr``) against the 8 token
-    rows ``tok_rows`` of ``x_ptr`` (int32 bf16 pairs, ``stride_xm`` in pairs), over ``n_groups`` scale groups; the next step's bytes are loaded while
-    one step computes (a register double buffer), then the groups that make no whole step."""
+              t4, t5, U: gl.constexpr, ROWS: gl.constexpr):
+    """[ROWS, 8] fp32: weight rows ``rows`` of one expert (``w_ptr``: int32 words, ``s_ptr``: scale bytes)
+    against the 8 token rows ``tok_rows`` of ``x_ptr`` (int32 bf16 pairs, ``stride_xm`` in pairs) over
+    ``n_groups`` scale groups of 32. Steps of U spans (4 groups each); the next step is loaded while one
+    computes (a register double buffer); a last partial span is masked (zero weights and activations)."""
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
     w_layout: gl.constexpr = _weight_layout(gl.num_warps(), ROWS, U)
     s_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, U)
     x_layout: gl.constexpr = _act_layout(gl.num_warps(), U)
-    zero = gl.zeros((ROWS, TOKENS), gl.float32, layout=mma)
     acc = gl.zeros((ROWS, TOKENS), gl.float32, layout=mma)
-    r_w = gl.convert_layout(rows, gl.SliceLayout(1, w_layout))
-    w_ptrs = w_ptr + r_w[:, None] * (stride_wn // 4) + gl.arange(0, 4 * U, layout=gl.SliceLayout(0, w_layout))[None, :]
-    s_rows = s_ptr + gl.convert_layout(rows, gl.SliceLayout(1, s_layout)) * stride_sn
-    x_ptrs = x_ptr + gl.convert_layout(tok_rows, gl.SliceLayout(1, x_layout))[:, None] * stride_xm \
-        + gl.arange(0, 16 * U, layout=gl.SliceLayout(0, x_layout))[None, :]
-    n_steps = n_groups // U
-    pf_rows = w_ptr + gl.convert_layout(rows, gl.SliceLayout(1, w_layout)) * (stride_wn // 4) + PREFETCH // 4
-    pf_end = n_groups * 4 - PREFETCH // 4
-    raw_w, raw_s = _load_step(w_ptrs, s_rows, 0, G, U, s_layout)
-    raw_x = gl.load(x_ptrs)
-    for st in range(0, n_steps):
-        nxt = gl.minimum(st + 1, n_steps - 1) * U  # the last step reloads itself (no out-of-range read)
-        nxt_w, nxt_s = _load_step(w_ptrs, s_rows, nxt, G, U, s_layout)
-        nxt_x = gl.load(x_ptrs + nxt * 16)
-        if PREFETCH > 0:
-            _prefetch_l2(pf_rows + gl.minimum(st * U * 4, pf_end))
-        acc = _step(acc, raw_w, raw_s, raw_x, zero, t0, t1, t2, t3, t4, U, ROWS, mma, a_op, b_op)
-        raw_w, raw_s, raw_x = nxt_w, nxt_s, nxt_x
+    wc = gl.arange(0, 16 * U, layout=gl.SliceLayout(0, w_layout))
+    w_ptrs = w_ptr + gl.convert_layout(rows, gl.SliceLayout(1, w_layout))[:, None] * (stride_wn // 4) + wc[None, :]
+    sc = gl.arange(0, 4 * U, layout=gl.SliceLayout(0, s_layout))
+    s_rows = gl.convert_layout(rows, gl.SliceLayout(1, s_layout))
+    s_ptrs = s_ptr + s_rows[:, None] * stride_sn + sc[None, :]
+    xc = gl.arange(0, 64 * U, layout=gl.SliceLayout(0, x_layout))
+    x_ptrs = x_ptr + gl.convert_layout(tok_rows, gl.SliceLayout(1, x_layout))[:, None] * stride_xm + xc[None, :]
+    n_steps = n_groups // (4 * U)
+    if n_steps > 0:
+        raw_w, raw_s, raw_x = _load_step(w_ptrs, s_ptrs, x_ptrs, 0, None, None, None, False)
+        for st in range(0, n_steps):
+            nxt = gl.minimum(st + 1, n_steps - 1) * U  # the last step reloads itself (no out-of-range read)
+            nxt_w, nxt_s, nxt_x = _load_step(w_ptrs, s_ptrs, x_ptrs, nxt, None, None, None, False)
+            acc = mma_v2(_weights_a(raw_w, raw_s, t0, t1, t2, t3, t4, t5, ROWS, U, s_layout, a_op),
+                         _acts_b(raw_x, U, b_op), acc)
+            raw_w, raw_s, raw_x = nxt_w, nxt_s, nxt_x
+    # the groups after the last whole step, one (masked) span at a time
     w1_layout: gl.constexpr = _weight_layout(gl.num_warps(), ROWS, 1)
     s1_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, 1)
     x1_layout: gl.constexpr = _act_layout(gl.num_warps(), 1)
-    w1_ptrs = w_ptr + gl.convert_layout(rows, gl.SliceLayout(1, w1_layout))[:, None] * (stride_wn // 4) \
-        + gl.arange(0, 4, layout=gl.SliceLayout(0, w1_layout))[None, :]
-    s1_rows = s_ptr + gl.convert_layout(rows, gl.SliceLayout(1, s1_layout)) * stride_sn
-    x1_ptrs = x_ptr + gl.convert_layout(tok_rows, gl.SliceLayout(1, x1_layout))[:, None] * stride_xm \
-        + gl.arange(0, 16, layout=gl.SliceLayout(0, x1_layout))[None, :]
-    for g in range(n_steps * U, n_groups):
-        one_w, one_s = _load_step(w1_ptrs, s1_rows, g, G, 1, s1_layout)
-        acc = _step(acc, one_w, one_s, gl.load(x1_ptrs + g * 16), zero, t0, t1, t2, t3, t4, 1, ROWS, mma, a_op,
-                    b_op)
+    wc1 = gl.arange(0, 16, layout=gl.SliceLayout(0, w1_layout))
+    sc1 = gl.arange(0, 4, layout=gl.SliceLayout(0, s1_layout))
+    xc1 = gl.arange(0, 64, layout=gl.SliceLayout(0, x1_layout))
+    w1_ptrs = w_ptr + gl.convert_layout(rows, gl.SliceLayout(1, w1_layout))[:, None] * (stride_wn // 4) + wc1[None, :]
+    s1_rows = gl.convert_layout(rows, gl.SliceLayout(1, s1_layout))
+    s1_ptrs = s_ptr + s1_rows[:, None] * stride_sn + sc1[None, :]
+    x1_ptrs = x_ptr + gl.convert_layout(tok_rows, gl.SliceLayout(1, x1_layout))[:, None] * stride_xm + xc1[None, :]
+    for sp in range(n_steps * U, gl.cdiv(n_groups, 4)):
+        left = n_groups - 4 * sp  # groups of this span inside K
+        one_w, one_s, one_x = _load_step(w1_ptrs, s1_ptrs, x1_ptrs, sp, (wc1 // 4 < left)[None, :],
+                                         (sc1 < left)[None, :], (xc1 // 16 < left)[None, :], True)
+        acc = mma_v2(_weights_a(one_w, one_s, t0, t1, t2, t3, t4, t5, ROWS, 1, s1_layout, a_op),
+                     _acts_b(one_x, 1, b_op), acc)
     return acc
 
 
@@ -292,7 +278,7 @@ def _chunk_slots(match, rank, count, c, T_PAD: gl.constexpr):
 def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, limit,
               stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm,
               ACT: gl.constexpr, LAYOUT: gl.constexpr, HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr,
-              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, G: gl.constexpr):
+              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
     """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns, 8 tokens a pass.
 
     The tile's rows are BLOCK_N/2 gate rows, then the matching up rows: row r and r + BLOCK_N/2 of the
@@ -303,7 +289,7 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
     e, owns, match, rank, count = _owner_slots(ids_ptr, pid_m, T, E, T_PAD)
     if owns:
         e64 = e.to(gl.int64)
-        t0, t1, t2, t3, t4 = _tables(K)
+        t0, t1, t2, t3, t4, t5 = _tables(K)
         r = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma))
         col = gl.program_id(1) * HALF + r % HALF
         g_w, u_w = _gate_up_rows(gl.where(col < I, col, 0), I, LAYOUT)  # clamped: unmasked weight loads
@@ -313,7 +299,7 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
             acc = _dot_rows(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, rows, x_ptr, slots // top_k,
-                            stride_wn, stride_sn, stride_xm, K // 32, t0, t1, t2, t3, t4, G, BLOCK_K // 32, BLOCK_N)
+                            stride_wn, stride_sn, stride_xm, K // 32, t0, t1, t2, t3, t4, t5, BLOCK_K // 128, BLOCK_N)
             g, u = gl.split(acc.reshape((2, HALF, TOKENS)).permute((1, 2, 0)))
             g = gl.convert_layout(g, mma, assert_trivial=True)
             u = gl.convert_layout(u, mma, assert_trivial=True)
@@ -326,21 +312,20 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
 @gluon.jit
 def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E,
               stride_am, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_om,
-              HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-              G: gl.constexpr):
+              HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
     """out[slot] = (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns, 8 slots a pass."""
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     pid_m = gl.program_id(0)
     e, owns, match, rank, count = _owner_slots(ids_ptr, pid_m, T, E, T_PAD)
     if owns:
         e64 = e.to(gl.int64)
-        t0, t1, t2, t3, t4 = _tables(KI)
+        t0, t1, t2, t3, t4, t5 = _tables(KI)
         cols = gl.program_id(1) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma))
         safe = gl.where(cols < N, cols, 0)
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
             acc = _dot_rows(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, safe, a_ptr, slots, stride_wn,
-                            stride_sn, stride_am, KI // 32, t0, t1, t2, t3, t4, G, BLOCK_K // 32, BLOCK_N)
+                            stride_sn, stride_am, KI // 32, t0, t1, t2, t3, t4, t5, BLOCK_K // 128, BLOCK_N)
             s_out = gl.convert_layout(slots, gl.SliceLayout(0, mma))
             ok_out = gl.convert_layout(ok, gl.SliceLayout(0, mma))
             if HAS_BIAS:

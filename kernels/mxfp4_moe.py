@@ -180,8 +180,7 @@ def _mma_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) 
     slot of each expert does its work, 8 tokens per pass."""
     t, bn = p.M * p.top_k, cfg["BLOCK_N"]
     b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
-    tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_N=bn, BLOCK_K=cfg["BLOCK_K"], G=p.group_size,
-                 num_warps=cfg["num_warps"])
+    tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_N=bn, BLOCK_K=cfg["BLOCK_K"], num_warps=cfg["num_warps"])
     x, inter, dst, ids = ts["x"], ts["inter"], ts["dst"], ts["topk_ids"]
     x32, inter32 = x.view(torch.int32), inter.view(torch.int32)  # bf16 pairs, as on the gemv path
     w13, s13, w2, s2 = ts["w13"], ts["w13_scale"], ts["w2"], ts["w2_scale"]
@@ -326,8 +325,10 @@ def _block_k_fits(config: Config, p: MoEProblem) -> str | None:
 
 def _mma_fits(config: Config, p: MoEProblem) -> str | None:
     """The mma path works on whole 32-value scale groups, 16-row MMA tiles per warp (_moe_mma.py)."""
-    if p.group_size % 32 or p.K % 32 or p.I % 32:
-        return f"mma path: group_size, K and I must be multiples of 32 (got {p.group_size}, {p.K}, {p.I})"
+    if p.group_size != 32 or p.K % 32 or p.I % 32:
+        return f"mma path: group_size 32 and K, I multiples of 32 (got {p.group_size}, {p.K}, {p.I})"
+    if config["BLOCK_K"] % 128:
+        return f"mma path: BLOCK_K {config['BLOCK_K']} is not a multiple of 128 (4 scale groups per lane step)"
     if config["BLOCK_N"] // 2 < 16 * config["num_warps"]:
         return f"mma path: BLOCK_N {config['BLOCK_N']} < 32 rows per warp x num_warps {config['num_warps']}"
     return None
@@ -393,7 +394,7 @@ _BRANCHES = ("PATH", {
     "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm")),
     "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1)),
     "prefill": _TENSOR_CORE_TILES,
-    "mma": dict(BLOCK_M=Choice(8), BLOCK_N=Choice(32, 64, 128, 256), BLOCK_K=Choice(64, 128, 256), GROUP_M=Choice(1),
+    "mma": dict(BLOCK_M=Choice(8), BLOCK_N=Choice(32, 64, 128, 256), BLOCK_K=Choice(128, 256), GROUP_M=Choice(1),
                 SPLIT_K=Choice(1), DEQ=Choice("group_asm"), num_warps=Choice(1, 2, 4), num_stages=Choice(1)),
 })
 

@@ -270,7 +270,8 @@ def test_mma_path_launches_and_space() -> None:
     assert SPACE.check(_MMA, problem) is None
     assert [launch.fn.__name__ for launch in launches(problem, _MMA)] == ["_moe_mma1", "_moe_mma2", "_moe_reduce"]
     assert "multiples of 32" in SPACE.check(_MMA, MoEProblem(M=8, K=4096, I=720, E=128, top_k=4))
-    assert "multiples of 32" in SPACE.check(_MMA, MoEProblem(M=8, K=96, I=96, E=4, top_k=2, group_size=16))
+    assert "group_size 32" in SPACE.check(_MMA, MoEProblem(M=8, K=128, I=128, E=4, top_k=2, group_size=16))
+    assert "multiple of 128" in SPACE.check(dict(_MMA, BLOCK_K=64), problem)
     assert "rows per warp" in SPACE.check(dict(_MMA, BLOCK_N=64, num_warps=4), problem)
     assert "DEQ group_asm" in SPACE.check(dict(_MMA, DEQ="arith"), problem)
     assert any(c["PATH"] == "mma" and SPACE.check(c, problem) is None for c in SPACE.configs())
@@ -289,7 +290,7 @@ def test_mma_path_compiles_with_register_fragments(target: str) -> None:
     pytest.importorskip("triton.backends.nvidia")
     from aotune.tuner.feasibility import compile_candidate
 
-    for fields, config in ((dict(M=8, K=4096, I=2048, E=256, top_k=6), dict(_MMA, BLOCK_K=64)),
+    for fields, config in ((dict(M=8, K=4096, I=2048, E=256, top_k=6), _MMA),
                            (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai",
                                  layout="interleaved", has_bias=True), dict(_MMA, BLOCK_N=32, num_warps=1))):
         result = compile_candidate("mxfp4_moe", fields, config, target)
@@ -332,13 +333,15 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
      dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, DEQ="group_asm", num_warps=1, num_stages=4)),
     # the tensor-core decode path (Gluon, register fragments): V4-Flash TP 8 / TP 1, gpt-oss (bias, 2880 =
     # 90 groups: the unrolled loop's tail), V3 (K 7168), more than 8 tokens on one expert (E 8)
-    (dict(M=1, K=4096, I=256, E=256, top_k=6), dict(_MMA, BLOCK_N=32, BLOCK_K=64, num_warps=1)),
+    (dict(M=1, K=4096, I=256, E=256, top_k=6), dict(_MMA, BLOCK_N=32, num_warps=1)),
     (dict(M=8, K=4096, I=256, E=256, top_k=6), _MMA),
-    (dict(M=32, K=4096, I=2048, E=256, top_k=6), dict(_MMA, BLOCK_N=128, BLOCK_K=64, num_warps=4)),
+    (dict(M=32, K=4096, I=2048, E=256, top_k=6), dict(_MMA, BLOCK_N=128, num_warps=4)),
     (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(_MMA, BLOCK_K=256)),
     (dict(M=5, K=7168, I=256, E=32, top_k=8, layout="up_gate"), dict(_MMA, BLOCK_N=32, BLOCK_K=128, num_warps=1)),
-    (dict(M=40, K=512, I=256, E=8, top_k=2), dict(_MMA, BLOCK_N=128, BLOCK_K=64, num_warps=2)),
+    (dict(M=40, K=512, I=256, E=8, top_k=2), dict(_MMA, BLOCK_N=128, num_warps=2)),
+    (dict(M=3, K=4096, I=2048, E=256, top_k=6, has_bias=True), dict(_MMA, BLOCK_N=64, num_warps=1)),  # R 4
+    (dict(M=6, K=160, I=96, E=4, top_k=2), dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1)),  # only tail spans
     # the runtime default at decode (portable E2M1 decode), V4-Flash TP 8 and gpt-oss (2880: K tails)
     (dict(M=4, K=4096, I=256, E=256, top_k=6), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, DEQ="arith",
                                                      num_warps=1, num_stages=3)),

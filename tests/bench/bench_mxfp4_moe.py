@@ -49,8 +49,8 @@ _GEMV_TILES = [(1, 8, 512, 1, 1), (1, 16, 256, 1, 1), (1, 16, 512, 1, 1), (1, 16
                (1, 16, 512, 2, 4), (1, 16, 512, 1, 8), (1, 32, 512, 2, 4), (1, 16, 256, 2, 4)]
 _GEMV_STAGES = (1, 2, 3, 4)  # 1: plain loop (registers only); more: cp.async through shared memory
 # PATH mma (tensor-core decode, 8 tokens per pass): (BLOCK_N rows, BLOCK_K, num_warps)
-_MMA_TILES = [(32, 64, 1), (32, 128, 1), (64, 64, 2), (64, 128, 2), (64, 256, 2), (128, 64, 4), (128, 128, 4),
-              (128, 256, 4), (256, 64, 4)]
+_MMA_TILES = [(32, 128, 1), (64, 128, 2), (128, 128, 4), (64, 128, 1), (128, 128, 2), (256, 128, 4), (32, 256, 1),
+              (64, 256, 2), (128, 256, 4)]
 
 
 def _events_ms(fn: Callable[[], Any], reps: int) -> list[float]:
