@@ -1,34 +1,41 @@
 """MMA path of the MXFP4 MoE (config ``PATH="mma"``): decode batches on the tensor cores, GPU only (Gluon).
 
-The gemv path (``_moe_gemv.py``) is issue-bound: per weight one fp32 FMA plus about 2.6 decode
-instructions. Here the weights are the M side of ``mma.sync.m16n8k16`` (bf16 in, fp32 out) and up to 8
-tokens of one expert are its N side, so a pass over an expert's weights serves every token routed to it
-and the tensor cores do the multiplies. The decoded E2M1 values go from registers straight into the MMA's
-A fragment, which Triton's ``tl.dot`` cannot do (it sends such a tile through shared memory); Gluon's
-explicit layouts can, and the compiler checks that no data moves (``assert_trivial``).
+The gemv path (``_moe_gemv.py``) passes over an expert's weights once per token and is issue-bound (per
+weight one fp32 FMA plus about 2.6 decode instructions). Here the weights are the M side of
+``mma.sync.m16n8k16`` (bf16 in, fp32 accumulate) and up to 8 tokens of one expert are its N side, so one
+pass serves every token routed to the expert. The decoded E2M1 values go from registers straight into the
+MMA's A fragment, which Triton's ``tl.dot`` cannot do (it sends such a tile through shared memory);
+Gluon's explicit layouts can, and the compiler checks that no data moves (``assert_trivial``).
 
-Layouts, for one scale group (32 values of K, 16 bytes of a weight row):
-- ``_weight_layout``: lane ``c`` (``lane % 4``) loads bytes ``4c .. 4c+3`` of its rows (one 32-bit load),
-  lanes ``lane // 4`` and the registers walk the rows exactly as the MMA's A fragment does. The fragment
-  wants lane ``c`` to hold the K pairs ``2c, 2c+1`` and ``2c+8, 2c+9`` of each 16-wide K step: the
-  kernel therefore feeds the MMA a *permuted* K (a sum over K does not care about its order). Within a
-  group, memory byte ``4c + i`` becomes logical byte ``c + 4i`` (a reshape and permute: no data moves),
-  and both nibbles of a byte stay adjacent (the fragment's bf16 pairs).
-- ``_act_layout``: the activations get the same permutation. Lane ``c`` loads activations ``8c .. 8c+7``
-  of its token (one 16-byte load), which the same kind of relabelling turns into the B fragment.
-Each group's MMA starts from zero and its fp32 result is scaled by the group's E8M0 factor (byte 255 is
-NaN), so every product is exact and only the order of the fp32 sums differs from the reference.
+Layouts, per span of 64 bytes of a weight row (4 scale groups, 128 values of K):
+- ``_weight_layout``: lane ``c`` (``lane % 4``) loads bytes ``16c .. 16c+15`` (one 16-byte load: scale
+  group ``c`` of the span); ``lane // 4`` and the registers walk the rows exactly as the A fragment does.
+  The fragment wants lane ``c`` to hold the K pairs ``2c, 2c+1`` and ``2c+8, 2c+9`` of each 16-wide K
+  step, so the kernel feeds the MMA a *permuted* K (a sum over K does not care about its order): memory
+  byte ``16c + 4j + i`` becomes logical byte ``c + 4i + 16j`` (reshapes and permutes: no data moves), and
+  both nibbles of a byte stay adjacent (the fragment's bf16 pairs).
+- ``_act_layout``: the activations (int32 bf16 pairs) get the same permutation; lane ``c`` loads the 32
+  values of K of its group (four 16-byte loads) and the same kind of relabelling makes the B fragment.
+- ``_scale_layout``: lane ``c`` loads the scale byte of its group, so each lane multiplies its decoded
+  bf16 pairs by its own factor (exact: a power of two times an E2M1 value; byte 255 is NaN) and the MMA
+  accumulates a whole step in fp32 in place. Only the order of the fp32 sums differs from the reference.
+Every load of a warp moves 512 bytes of whole 32-byte sectors. An earlier form (one scale group per
+MMA, lanes loading 4 bytes of each group and the per-row scale bytes) was bound by L1 requests at about
+2 TB/s (BENCHMARKS.md, sixth session).
 
 E2M1 -> bf16 (``_e2m1x8_bf16``): per 32-bit register (8 values) two byte-table lookups (``prmt``) give
-the high and low bytes of the bf16 magnitudes, a third the sign bytes, and two more interleave them:
-17 instructions per 8 weights. The table words come from ``_tables``: ``min(K, 0)`` plus the constant,
-which ptxas cannot fold, so they stay in registers instead of being rebuilt before every lookup.
+the high and low bytes of the bf16 magnitudes, a third the sign bytes, two more interleave them and four
+``fma.bf16x2`` apply the scale: 21 instructions per 8 weights. The constant words come from ``_tables``:
+``min(K, 0)`` plus the constant, which ptxas cannot fold, so they stay in registers instead of being
+rebuilt before every lookup. The loop keeps the next step's raw bytes in registers while one step
+computes (a register double buffer); a last partial span is loaded masked.
 
-Grid and routing as on the gemv path (``_owner``: the first slot of each expert does the work, no sort,
-CUDA-graph safe); the owner loops over its tokens 8 at a time. The first GEMM's program computes
-BLOCK_N/2 gate and BLOCK_N/2 up rows (two accumulators, so the activation needs no data exchange) and
-writes bf16 ``h``; the second writes ``(h @ w2.T + b2) * weight`` per slot in fp32 for the reduce.
-Needs group_size a multiple of 32, and K and I multiples of 32 (``mxfp4_moe._path_fits``).
+Grid and routing as on the gemv path (``_owner_slots``: the first slot of each expert does the work, no
+sort, CUDA-graph safe); the owner loops over its tokens 8 at a time. The first GEMM's tile is BLOCK_N/2
+gate rows then the matching up rows (the two halves of the accumulator sit in the same threads, so the
+activation needs no data exchange) and writes bf16 ``h``; the second writes ``(h @ w2.T + b2) * weight``
+per slot in fp32 for the reduce. Needs group_size 32, K and I multiples of 32 and BLOCK_K a multiple of
+128 (``mxfp4_moe._mma_fits``).
 """
 from __future__ import annotations
 
@@ -140,13 +147,8 @@ def _bf16_pair(word):
 
 
 @gluon.jit
-def _word_quarter(q, S_LAYOUT: gl.constexpr):
-    return gl.convert_layout(q, S_LAYOUT, assert_trivial=True)
-
-
-@gluon.jit
 def _decode_word(w, sc2, t0, t1, t2, t3, t4, t5):
-    """One word of each lane (byte i of it = output i) -> [ROWS, 4U, 2 nibble, 2, 2 (i)] bf16."""
+    """One word [ROWS, 4U] of each lane, times its scale -> [ROWS, 4U, 2 (nibble), 2, 2 (byte i)] bf16."""
     o0, o1, o2, o3 = _e2m1x8_bf16(w, sc2, t0, t1, t2, t3, t4, t5)
     return gl.join(gl.join(_bf16_pair(o0), _bf16_pair(o1)), gl.join(_bf16_pair(o2), _bf16_pair(o3)))
 
@@ -161,10 +163,12 @@ def _weights_a(raw, sc2, t0, t1, t2, t3, t4, t5, ROWS: gl.constexpr, U: gl.const
     a, b = gl.split(raw.reshape((ROWS, 4 * U, 2, 2)))  # word j = j0 + 2 j1: split j0 (last), then j1
     w0, w2 = gl.split(a)
     w1, w3 = gl.split(b)
-    q = gl.join(gl.join(_decode_word(_word_quarter(w0, S_LAYOUT), sc2, t0, t1, t2, t3, t4, t5),
-                        _decode_word(_word_quarter(w1, S_LAYOUT), sc2, t0, t1, t2, t3, t4, t5)),
-                gl.join(_decode_word(_word_quarter(w2, S_LAYOUT), sc2, t0, t1, t2, t3, t4, t5),
-                        _decode_word(_word_quarter(w3, S_LAYOUT), sc2, t0, t1, t2, t3, t4, t5)))
+    w0 = gl.convert_layout(w0, S_LAYOUT, assert_trivial=True)
+    w1 = gl.convert_layout(w1, S_LAYOUT, assert_trivial=True)
+    w2 = gl.convert_layout(w2, S_LAYOUT, assert_trivial=True)
+    w3 = gl.convert_layout(w3, S_LAYOUT, assert_trivial=True)
+    q = gl.join(gl.join(_decode_word(w0, sc2, t0, t1, t2, t3, t4, t5), _decode_word(w1, sc2, t0, t1, t2, t3, t4, t5)),
+                gl.join(_decode_word(w2, sc2, t0, t1, t2, t3, t4, t5), _decode_word(w3, sc2, t0, t1, t2, t3, t4, t5)))
     # q: [rows, 4U (span, c), nibble, i0, i1, j0, j1] -> [rows, span, j1, j0, i1, i0, c, nibble]
     logical = q.reshape((ROWS, U, 4, 2, 2, 2, 2, 2)).permute((0, 1, 7, 6, 5, 4, 2, 3)).reshape((ROWS, 128 * U))
     return gl.convert_layout(logical, A_OP, assert_trivial=True)

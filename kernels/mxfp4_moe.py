@@ -18,8 +18,11 @@ silent:
 Problem key: M, K (hidden), I (per-rank intermediate), E (per-rank experts), top_k, group_size,
 activation, layout, has_bias. Config: PATH ("decode": no sort, grid over slots, first slot of each
 expert does its work; "prefill": moe_align sort and a grid over padded BLOCK_M blocks; "gemv": the
-decode grid on the FMA units, weights straight to registers, ``_moe_gemv.py``), BLOCK_M (rows per
-tensor-core tile; on the gemv path the tokens, 1 or 2, that share one pass over an expert's weights),
+decode grid on the FMA units, weights straight to registers, ``_moe_gemv.py``; "mma": the decode grid on
+the tensor cores, up to 8 tokens of an expert per pass, E2M1 decoded into the MMA's registers, a Gluon
+kernel, GPU only, ``_moe_mma.py``), BLOCK_M (rows per
+tensor-core tile; on the gemv path the tokens, 1 or 2, that share one pass over an expert's weights; 8
+on the mma path),
 BLOCK_N (weight rows per program in both GEMMs: the first GEMM computes BLOCK_N/2 gate and BLOCK_N/2
 up rows), BLOCK_K (gemv: up to 1024 for the first GEMM, clamped to I for the second), GROUP_M, SPLIT_K
 (K splits of the down projection; on the gemv path of both GEMMs: the first one's fp32 partial sums
@@ -34,10 +37,11 @@ register loop, 2-4 stream the K steps through shared memory with cp.async, ``_mo
 Without a tuned config (``config=None`` and no bundle entry) the launcher runs ``runtime_default``: the
 gemv path with the portable decode at M <= 8, else the space default (measured choice, BENCHMARKS.md).
 
-Performance (H200, BENCHMARKS.md): at decode the gemv path is the fastest (2.0-3.9x the best SGLang
-hand-picked config), 17-70% of copy bandwidth at M <= 32, short of the 80% goal: tiny problems are
-latency-bound (3-4 dependent launches), the loop costs about 3.8 SASS instructions per weight (issue-bound
-near 3 TB/s), and at M = 32 one pass per token re-reads the experts that tokens share.
+Performance (H200, BENCHMARKS.md): at M <= 8 the gemv path is the fastest (2.5-3.9x the best SGLang
+hand-picked config), at M = 32 (except DeepSeek-V4-Flash TP 1) and M = 128 the mma path (1.9-2.3x);
+17-70% of copy bandwidth at M <= 32, short of the 80% goal: tiny problems are latency-bound (3-4
+dependent launches), the gemv loop is issue-bound near 3 TB/s, and the mma path reaches 37-50% of copy
+bandwidth (Nsight: neither DRAM nor L1 saturated, about 10 warps per SM for want of registers).
 """
 from __future__ import annotations
 
