@@ -42,7 +42,7 @@ from __future__ import annotations
 import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 
 from aotune.kernels._moe_kernels import _activate, _gate_up_rows
 
@@ -204,11 +204,14 @@ def _load_step(w_ptrs, s_ptrs, x_ptrs, sp, mask_w, mask_s, mask_x, MASKED: gl.co
 
 @gluon.jit
 def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, t0, t1, t2, t3,
-              t4, t5, U: gl.constexpr, ROWS: gl.constexpr):
+              t4, t5, U: gl.constexpr, ROWS: gl.constexpr, STAGES: gl.constexpr):
     """[ROWS, 8] fp32: weight rows ``rows`` of one expert (``w_ptr``: int32 words, ``s_ptr``: scale bytes)
     against the 8 token rows ``tok_rows`` of ``x_ptr`` (int32 bf16 pairs, ``stride_xm`` in pairs) over
-    ``n_groups`` scale groups of 32. Steps of U spans (4 groups each); the next step is loaded while one
-    computes (a register double buffer); a last partial span is masked (zero weights and activations)."""
+    ``n_groups`` scale groups of 32. Steps of U spans (4 groups each); the next step's scales and
+    activations are loaded while one computes (a register double buffer), and its weights too when
+    STAGES == 1; with STAGES > 1 the weights stream through a ring of STAGES shared-memory tiles
+    (cp.async, STAGES steps ahead; each thread copies the words it reads, so no barrier). A last
+    partial span is masked (zero weights and activations)."""
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
@@ -224,7 +227,27 @@ def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_
     xc = gl.arange(0, 64 * U, layout=gl.SliceLayout(0, x_layout))
     x_ptrs = x_ptr + gl.convert_layout(tok_rows, gl.SliceLayout(1, x_layout))[:, None] * stride_xm + xc[None, :]
     n_steps = n_groups // (4 * U)
-    if n_steps > 0:
+    if STAGES > 1 and n_steps > 0:
+        ring = gl.allocate_shared_memory(gl.int32, [STAGES, ROWS, 16 * U],
+                                         gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
+        for i in gl.static_range(STAGES):
+            async_copy.async_copy_global_to_shared(ring.index(i), w_ptrs + gl.minimum(i, n_steps - 1) * U * 16)
+            async_copy.commit_group()
+        raw_w, raw_s, raw_x = _load_step(w_ptrs, s_ptrs, x_ptrs, 0, None, None, None, False)
+        for st in range(0, n_steps):
+            nxt = gl.minimum(st + 1, n_steps - 1) * U
+            nxt_w, nxt_s, nxt_x = _load_step(w_ptrs, s_ptrs, x_ptrs, nxt, None, None, None, False)
+            async_copy.wait_group(STAGES - 1)  # step st has landed
+            raw_w = ring.index(st % STAGES).load(w_layout)
+            acc = mma_v2(_weights_a(raw_w, raw_s, t0, t1, t2, t3, t4, t5, ROWS, U, s_layout, a_op),
+                         _acts_b(raw_x, U, b_op), acc)
+            # refill the slot just read (its values are consumed above) with step st + STAGES
+            async_copy.async_copy_global_to_shared(ring.index(st % STAGES),
+                                                   w_ptrs + gl.minimum(st + STAGES, n_steps - 1) * U * 16)
+            async_copy.commit_group()
+            raw_s, raw_x = nxt_s, nxt_x
+        async_copy.wait_group(0)
+    elif n_steps > 0:
         raw_w, raw_s, raw_x = _load_step(w_ptrs, s_ptrs, x_ptrs, 0, None, None, None, False)
         for st in range(0, n_steps):
             nxt = gl.minimum(st + 1, n_steps - 1) * U  # the last step reloads itself (no out-of-range read)
@@ -282,7 +305,7 @@ def _chunk_slots(match, rank, count, c, T_PAD: gl.constexpr):
 def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, limit,
               stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm,
               ACT: gl.constexpr, LAYOUT: gl.constexpr, HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr,
-              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
+              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
     """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns, 8 tokens a pass.
 
     The tile's rows are BLOCK_N/2 gate rows, then the matching up rows: row r and r + BLOCK_N/2 of the
@@ -303,7 +326,8 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
             acc = _dot_rows(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, rows, x_ptr, slots // top_k,
-                            stride_wn, stride_sn, stride_xm, K // 32, t0, t1, t2, t3, t4, t5, BLOCK_K // 128, BLOCK_N)
+                            stride_wn, stride_sn, stride_xm, K // 32, t0, t1, t2, t3, t4, t5, BLOCK_K // 128, BLOCK_N,
+                            STAGES)
             g, u = gl.split(acc.reshape((2, HALF, TOKENS)).permute((1, 2, 0)))
             g = gl.convert_layout(g, mma, assert_trivial=True)
             u = gl.convert_layout(u, mma, assert_trivial=True)
@@ -316,7 +340,8 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
 @gluon.jit
 def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E,
               stride_am, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_om,
-              HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
+              HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+              STAGES: gl.constexpr):
     """out[slot] = (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns, 8 slots a pass."""
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     pid_m = gl.program_id(0)
@@ -329,7 +354,8 @@ def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E,
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
             acc = _dot_rows(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, safe, a_ptr, slots, stride_wn,
-                            stride_sn, stride_am, KI // 32, t0, t1, t2, t3, t4, t5, BLOCK_K // 128, BLOCK_N)
+                            stride_sn, stride_am, KI // 32, t0, t1, t2, t3, t4, t5, BLOCK_K // 128, BLOCK_N,
+                            STAGES)
             s_out = gl.convert_layout(slots, gl.SliceLayout(0, mma))
             ok_out = gl.convert_layout(ok, gl.SliceLayout(0, mma))
             if HAS_BIAS:

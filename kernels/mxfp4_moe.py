@@ -184,7 +184,8 @@ def _mma_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) 
     slot of each expert does its work, 8 tokens per pass."""
     t, bn = p.M * p.top_k, cfg["BLOCK_N"]
     b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
-    tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_N=bn, BLOCK_K=cfg["BLOCK_K"], num_warps=cfg["num_warps"])
+    tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_N=bn, BLOCK_K=cfg["BLOCK_K"], STAGES=cfg["num_stages"],
+                 num_warps=cfg["num_warps"])
     x, inter, dst, ids = ts["x"], ts["inter"], ts["dst"], ts["topk_ids"]
     x32, inter32 = x.view(torch.int32), inter.view(torch.int32)  # bf16 pairs, as on the gemv path
     w13, s13, w2, s2 = ts["w13"], ts["w13_scale"], ts["w2"], ts["w2_scale"]
@@ -354,9 +355,10 @@ def _tiles_fit(config: Config, p: MoEProblem) -> str | None:
 def _path_fits(config: Config, p: MoEProblem) -> str | None:
     path = config["PATH"]
     if path == "mma":
-        if config["BLOCK_M"] != 8 or config["DEQ"] != "group_asm" or config["SPLIT_K"] != 1 \
-                or config["num_stages"] != 1:
-            return "mma path: BLOCK_M 8 (tokens per MMA), DEQ group_asm, SPLIT_K 1 and num_stages 1 only"
+        if config["BLOCK_M"] != 8 or config["DEQ"] != "group_asm" or config["SPLIT_K"] != 1:
+            return "mma path: BLOCK_M 8 (tokens per MMA), DEQ group_asm and SPLIT_K 1 only"
+        if config["num_stages"] > 1 and config["BLOCK_K"] != 128:
+            return "mma path: num_stages > 1 (a shared-memory ring of weight tiles) needs BLOCK_K 128"
     elif path == "gemv":
         if config["BLOCK_M"] > 2:
             return "gemv path: BLOCK_M (tokens per pass over an expert's weights) is 1 or 2"
@@ -399,7 +401,7 @@ _BRANCHES = ("PATH", {
     "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1)),
     "prefill": _TENSOR_CORE_TILES,
     "mma": dict(BLOCK_M=Choice(8), BLOCK_N=Choice(32, 64, 128, 256), BLOCK_K=Choice(128, 256), GROUP_M=Choice(1),
-                SPLIT_K=Choice(1), DEQ=Choice("group_asm"), num_warps=Choice(1, 2, 4), num_stages=Choice(1)),
+                SPLIT_K=Choice(1), DEQ=Choice("group_asm"), num_warps=Choice(1, 2, 4), num_stages=Choice(1, 2, 3, 4)),
 })
 
 SPACE = ConfigSpace(

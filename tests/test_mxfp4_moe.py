@@ -274,6 +274,8 @@ def test_mma_path_launches_and_space() -> None:
     assert "multiple of 128" in SPACE.check(dict(_MMA, BLOCK_K=64), problem)
     assert "rows per warp" in SPACE.check(dict(_MMA, BLOCK_N=64, num_warps=4), problem)
     assert "DEQ group_asm" in SPACE.check(dict(_MMA, DEQ="arith"), problem)
+    assert "needs BLOCK_K 128" in SPACE.check(dict(_MMA, BLOCK_K=256, num_stages=2), problem)
+    assert SPACE.check(dict(_MMA, num_stages=3), problem) is None
     assert any(c["PATH"] == "mma" and SPACE.check(c, problem) is None for c in SPACE.configs())
 
 
@@ -292,10 +294,13 @@ def test_mma_path_compiles_with_register_fragments(target: str) -> None:
 
     for fields, config in ((dict(M=8, K=4096, I=2048, E=256, top_k=6), _MMA),
                            (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai",
-                                 layout="interleaved", has_bias=True), dict(_MMA, BLOCK_N=32, num_warps=1))):
+                                 layout="interleaved", has_bias=True), dict(_MMA, BLOCK_N=32, num_warps=1)),
+                           (dict(M=8, K=4096, I=2048, E=256, top_k=6),
+                            dict(_MMA, BLOCK_N=32, num_warps=1, num_stages=3))):
         result = compile_candidate("mxfp4_moe", fields, config, target)
         assert result.status == "ok", result.reason
-        assert result.spills == 0 and result.shared_bytes <= 4096  # routing scratch only, no tiles
+        ring = config["num_stages"] * config["BLOCK_N"] * 64 if config["num_stages"] > 1 else 0  # weight tiles
+        assert result.spills == 0 and result.shared_bytes <= ring + 4096  # + routing scratch
 
 
 GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and both dequant modes
@@ -342,6 +347,11 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
     (dict(M=40, K=512, I=256, E=8, top_k=2), dict(_MMA, BLOCK_N=128, num_warps=2)),
     (dict(M=3, K=4096, I=2048, E=256, top_k=6, has_bias=True), dict(_MMA, BLOCK_N=64, num_warps=1)),  # R 4
     (dict(M=6, K=160, I=96, E=4, top_k=2), dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1)),  # only tail spans
+    # weights through a shared-memory ring (cp.async), more stages than steps at V4-Flash TP 8's I = 256
+    (dict(M=8, K=4096, I=256, E=256, top_k=6), dict(_MMA, num_stages=4)),
+    (dict(M=32, K=4096, I=2048, E=256, top_k=6), dict(_MMA, BLOCK_N=128, num_warps=4, num_stages=3)),
+    (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_MMA, BLOCK_N=32, num_warps=1, num_stages=2)),
     # the runtime default at decode (portable E2M1 decode), V4-Flash TP 8 and gpt-oss (2880: K tails)
     (dict(M=4, K=4096, I=256, E=256, top_k=6), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, DEQ="arith",
                                                      num_warps=1, num_stages=3)),

@@ -48,9 +48,10 @@ _GEMV_TILES = [(1, 8, 512, 1, 1), (1, 16, 256, 1, 1), (1, 16, 512, 1, 1), (1, 16
                (1, 32, 512, 2, 2), (1, 64, 512, 4, 2), (2, 16, 512, 1, 1), (2, 32, 512, 2, 1), (2, 32, 256, 4, 1),
                (1, 16, 512, 2, 4), (1, 16, 512, 1, 8), (1, 32, 512, 2, 4), (1, 16, 256, 2, 4)]
 _GEMV_STAGES = (1, 2, 3, 4)  # 1: plain loop (registers only); more: cp.async through shared memory
-# PATH mma (tensor-core decode, 8 tokens per pass): (BLOCK_N rows, BLOCK_K, num_warps)
-_MMA_TILES = [(32, 128, 1), (64, 128, 2), (128, 128, 4), (64, 128, 1), (128, 128, 2), (256, 128, 4), (32, 256, 1),
-              (64, 256, 2), (128, 256, 4)]
+# PATH mma (tensor-core decode, 8 tokens per pass): (BLOCK_N rows, BLOCK_K, num_warps, num_stages); stages > 1
+# stream the weights through a shared-memory ring (BLOCK_K 128 only)
+_MMA_TILES = [(bn, 128, w, st) for bn, w in ((32, 1), (64, 2), (128, 4), (64, 1), (128, 2), (256, 4))
+              for st in (1, 2, 3, 4)] + [(32, 256, 1, 1), (64, 256, 2, 1), (128, 256, 4, 1)]
 
 
 def _events_ms(fn: Callable[[], Any], reps: int) -> list[float]:
@@ -127,9 +128,9 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
             out.append(dict(PATH="gemv", BLOCK_M=1, BLOCK_N=bn, BLOCK_K=bk, DEQ="arith", num_warps=warps,
                             num_stages=stages, **_BASE))
     if p.M <= 128:
-        for bn, bk, warps in _MMA_TILES:
+        for bn, bk, warps, stages in _MMA_TILES:
             out.append(dict(PATH="mma", BLOCK_M=8, BLOCK_N=bn, BLOCK_K=bk, DEQ="group_asm", num_warps=warps,
-                            num_stages=1, **_BASE))
+                            num_stages=stages, **_BASE))
     if p.M >= 32:
         for bm in (16, 32, 64, 128):
             if min(64, p.M // 8) <= bm <= max(32, p.M // 2):
@@ -246,7 +247,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("\n| model | M | fastest per PATH (us: config) |\n|---|---|---|")
     for r in rows:
         per = "; ".join(f"{k} {us}: BN{c['BLOCK_N']} BK{c['BLOCK_K']} w{c['num_warps']} s{c['num_stages']}"
-                        f" BM{c['BLOCK_M']} SK{c['SPLIT_K']} {c['DEQ']}" for k, (us, c) in r.get("best_by_path", {}).items())
+                        f" BM{c['BLOCK_M']} SK{c['SPLIT_K']} {c['DEQ']}"
+                        for k, (us, c) in r.get("best_by_path", {}).items())
         print(f"| {r['model']} | {r['M']} | {per} |")
 
 
