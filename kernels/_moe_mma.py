@@ -28,7 +28,9 @@ the high and low bytes of the bf16 magnitudes, a third the sign bytes, two more 
 ``fma.bf16x2`` apply the scale: 21 instructions per 8 weights. The constant words come from ``_tables``:
 ``min(K, 0)`` plus the constant, which ptxas cannot fold, so they stay in registers instead of being
 rebuilt before every lookup. The loop keeps the next step's raw bytes in registers while one step
-computes (a register double buffer); a last partial span is loaded masked.
+computes (a register double buffer); with the config's num_stages > 1 the weights instead stream through
+a ring of that many shared-memory tiles (cp.async), which frees about 30 registers. A last partial span
+is loaded masked.
 
 Grid and routing as on the gemv path (``_owner_slots``: the first slot of each expert does the work, no
 sort, CUDA-graph safe); the owner loops over its tokens 8 at a time. The first GEMM's tile is BLOCK_N/2

@@ -32,7 +32,8 @@ scale group, the scale multiplies the fp32 partial product (less per-element wor
 run under the interpreter; "group_asm": "group" with a PTX E2M1 -> bf16x2 decode (two values per 32-bit
 op; GPU only); "dot_scaled": tl.dot_scaled, GPU only, group 32; on the gemv path "arith" is the
 portable fp32 decode and "group_asm" a PTX one through E4M3), num_warps, num_stages (gemv: 1 is a plain
-register loop, 2-4 stream the K steps through shared memory with cp.async, ``_moe_gemv.py``).
+register loop, 2-4 stream the K steps through shared memory with cp.async, ``_moe_gemv.py``; mma: 1 holds
+the next step in registers, 2-4 stream the weights through a shared-memory ring, BLOCK_K 128).
 
 Without a tuned config (``config=None`` and no bundle entry) the launcher runs ``runtime_default``: the
 gemv path with the portable decode at M <= 8, else the space default (measured choice, BENCHMARKS.md).
@@ -332,8 +333,10 @@ def _mma_fits(config: Config, p: MoEProblem) -> str | None:
     """The mma path works on whole 32-value scale groups, 16-row MMA tiles per warp (_moe_mma.py)."""
     if p.group_size != 32 or p.K % 32 or p.I % 32:
         return f"mma path: group_size 32 and K, I multiples of 32 (got {p.group_size}, {p.K}, {p.I})"
-    if config["BLOCK_K"] % 128:
-        return f"mma path: BLOCK_K {config['BLOCK_K']} is not a multiple of 128 (4 scale groups per lane step)"
+    if config["BLOCK_K"] not in (128, 256):
+        return f"mma path: BLOCK_K {config['BLOCK_K']} is not 128 or 256 (spans of 4 groups, a step in registers)"
+    if config["num_warps"] > 4:
+        return "mma path: num_warps <= 4 (every warp holds its own copy of the activations)"
     if config["BLOCK_N"] // 2 < 16 * config["num_warps"]:
         return f"mma path: BLOCK_N {config['BLOCK_N']} < 32 rows per warp x num_warps {config['num_warps']}"
     return None
