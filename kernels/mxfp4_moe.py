@@ -338,7 +338,8 @@ def _mma_fits(config: Config, p: MoEProblem) -> str | None:
     if config["num_warps"] > 4:
         return "mma path: num_warps <= 4 (every warp holds its own copy of the activations)"
     if config["BLOCK_N"] // 2 < 16 * config["num_warps"]:
-        return f"mma path: BLOCK_N {config['BLOCK_N']} < 32 rows per warp x num_warps {config['num_warps']}"
+        return (f"mma path: BLOCK_N {config['BLOCK_N']} < 32 x num_warps {config['num_warps']} (each warp takes at "
+                "least 16 gate and 16 up rows)")
     return None
 
 

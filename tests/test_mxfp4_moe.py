@@ -272,7 +272,7 @@ def test_mma_path_launches_and_space() -> None:
     assert "multiples of 32" in SPACE.check(_MMA, MoEProblem(M=8, K=4096, I=720, E=128, top_k=4))
     assert "group_size 32" in SPACE.check(_MMA, MoEProblem(M=8, K=128, I=128, E=4, top_k=2, group_size=16))
     assert "not 128 or 256" in SPACE.check(dict(_MMA, BLOCK_K=64), problem)
-    assert "rows per warp" in SPACE.check(dict(_MMA, BLOCK_N=64, num_warps=4), problem)
+    assert "16 gate and 16 up rows" in SPACE.check(dict(_MMA, BLOCK_N=64, num_warps=4), problem)
     assert "DEQ group_asm" in SPACE.check(dict(_MMA, DEQ="arith"), problem)
     assert "needs BLOCK_K 128" in SPACE.check(dict(_MMA, BLOCK_K=256, num_stages=2), problem)
     assert SPACE.check(dict(_MMA, num_stages=3), problem) is None
