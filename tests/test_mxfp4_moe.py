@@ -1,6 +1,7 @@
 """MXFP4 MoE: the reference against a per-token loop of KERNELS.md, the Triton kernel against the
 reference (both paths, both activations, layouts, biases, negative ids, split-K, tails), validation,
-the config space and its SGLang baselines, AOT feasibility on sm_120; GPU tests at real shapes."""
+the config space and its SGLang baselines, AOT feasibility on sm_120, the Gluon mma path (space, CPU
+refusal, real sm_90 / sm_120 compilation); GPU tests at real shapes."""
 from __future__ import annotations
 
 import os
