@@ -338,7 +338,7 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
     (dict(M=6, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, DEQ="group_asm", num_warps=1, num_stages=4)),
     # the tensor-core decode path (Gluon, register fragments): V4-Flash TP 8 / TP 1, gpt-oss (bias, 2880 =
-    # 90 groups: the unrolled loop's tail), V3 (K 7168), more than 8 tokens on one expert (E 8)
+    # 22.5 spans of 128: a masked partial span), V3 (K 7168), more than 8 tokens on one expert (E 8)
     (dict(M=1, K=4096, I=256, E=256, top_k=6), dict(_MMA, BLOCK_N=32, num_warps=1)),
     (dict(M=8, K=4096, I=256, E=256, top_k=6), _MMA),
     (dict(M=32, K=4096, I=2048, E=256, top_k=6), dict(_MMA, BLOCK_N=128, num_warps=4)),
