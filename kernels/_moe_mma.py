@@ -196,12 +196,29 @@ def _scale_bf16x2(s):
 
 
 @gluon.jit
-def _load_step(w_ptrs, s_ptrs, x_ptrs, sp, mask_w, mask_s, mask_x, MASKED: gl.constexpr):
-    """Raw weight words, scale bytes (as bf16x2) and activation pairs of the step starting at span ``sp``."""
+def _step_ptrs(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, U: gl.constexpr,
+               ROWS: gl.constexpr):
+    """Pointers of the first step of U spans (weight words, scale bytes, activation pairs) in the layouts
+    of ``_weight_layout`` / ``_scale_layout`` / ``_act_layout``, and their column indices (for masks)."""
+    w_layout: gl.constexpr = _weight_layout(gl.num_warps(), ROWS, U)
+    s_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, U)
+    x_layout: gl.constexpr = _act_layout(gl.num_warps(), U)
+    wc = gl.arange(0, 16 * U, layout=gl.SliceLayout(0, w_layout))
+    sc = gl.arange(0, 4 * U, layout=gl.SliceLayout(0, s_layout))
+    xc = gl.arange(0, 64 * U, layout=gl.SliceLayout(0, x_layout))
+    w_ptrs = w_ptr + gl.convert_layout(rows, gl.SliceLayout(1, w_layout))[:, None] * (stride_wn // 4) + wc[None, :]
+    s_ptrs = s_ptr + gl.convert_layout(rows, gl.SliceLayout(1, s_layout))[:, None] * stride_sn + sc[None, :]
+    x_ptrs = x_ptr + gl.convert_layout(tok_rows, gl.SliceLayout(1, x_layout))[:, None] * stride_xm + xc[None, :]
+    return w_ptrs, s_ptrs, x_ptrs, wc, sc, xc
+
+
+@gluon.jit
+def _scales_acts(s_ptrs, x_ptrs, sp, mask_s, mask_x, MASKED: gl.constexpr):
+    """Scale bytes (as bf16x2) and activation pairs of the step starting at span ``sp``."""
     if MASKED:
-        return (gl.load(w_ptrs + sp * 16, mask=mask_w, other=0), _scale_bf16x2(gl.load(s_ptrs + sp * 4, mask=mask_s,
-                other=127)), gl.load(x_ptrs + sp * 64, mask=mask_x, other=0))
-    return gl.load(w_ptrs + sp * 16), _scale_bf16x2(gl.load(s_ptrs + sp * 4)), gl.load(x_ptrs + sp * 64)
+        return (_scale_bf16x2(gl.load(s_ptrs + sp * 4, mask=mask_s, other=127)),
+                gl.load(x_ptrs + sp * 64, mask=mask_x, other=0))
+    return _scale_bf16x2(gl.load(s_ptrs + sp * 4)), gl.load(x_ptrs + sp * 64)
 
 
 @gluon.jit
@@ -217,61 +234,49 @@ def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
-    w_layout: gl.constexpr = _weight_layout(gl.num_warps(), ROWS, U)
-    s_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, U)
-    x_layout: gl.constexpr = _act_layout(gl.num_warps(), U)
     acc = gl.zeros((ROWS, TOKENS), gl.float32, layout=mma)
-    wc = gl.arange(0, 16 * U, layout=gl.SliceLayout(0, w_layout))
-    w_ptrs = w_ptr + gl.convert_layout(rows, gl.SliceLayout(1, w_layout))[:, None] * (stride_wn // 4) + wc[None, :]
-    sc = gl.arange(0, 4 * U, layout=gl.SliceLayout(0, s_layout))
-    s_rows = gl.convert_layout(rows, gl.SliceLayout(1, s_layout))
-    s_ptrs = s_ptr + s_rows[:, None] * stride_sn + sc[None, :]
-    xc = gl.arange(0, 64 * U, layout=gl.SliceLayout(0, x_layout))
-    x_ptrs = x_ptr + gl.convert_layout(tok_rows, gl.SliceLayout(1, x_layout))[:, None] * stride_xm + xc[None, :]
+    w_ptrs, s_ptrs, x_ptrs, wc, sc, xc = _step_ptrs(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn,
+                                                    stride_xm, U, ROWS)
     n_steps = n_groups // (4 * U)
-    if STAGES > 1 and n_steps > 0:
-        ring = gl.allocate_shared_memory(gl.int32, [STAGES, ROWS, 16 * U],
-                                         gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
-        for i in gl.static_range(STAGES):
-            async_copy.async_copy_global_to_shared(ring.index(i), w_ptrs + gl.minimum(i, n_steps - 1) * U * 16)
-            async_copy.commit_group()
-        raw_w, raw_s, raw_x = _load_step(w_ptrs, s_ptrs, x_ptrs, 0, None, None, None, False)
-        for st in range(0, n_steps):
-            nxt = gl.minimum(st + 1, n_steps - 1) * U
-            nxt_w, nxt_s, nxt_x = _load_step(w_ptrs, s_ptrs, x_ptrs, nxt, None, None, None, False)
-            async_copy.wait_group(STAGES - 1)  # step st has landed
-            raw_w = ring.index(st % STAGES).load(w_layout)
-            acc = mma_v2(_weights_a(raw_w, raw_s, t0, t1, t2, t3, t4, t5, ROWS, U, s_layout, a_op),
-                         _acts_b(raw_x, U, b_op), acc)
-            # refill the slot just read (its values are consumed above) with step st + STAGES
-            async_copy.async_copy_global_to_shared(ring.index(st % STAGES),
-                                                   w_ptrs + gl.minimum(st + STAGES, n_steps - 1) * U * 16)
-            async_copy.commit_group()
-            raw_s, raw_x = nxt_s, nxt_x
-        async_copy.wait_group(0)
-    elif n_steps > 0:
-        raw_w, raw_s, raw_x = _load_step(w_ptrs, s_ptrs, x_ptrs, 0, None, None, None, False)
+    if n_steps > 0:
+        w_layout: gl.constexpr = _weight_layout(gl.num_warps(), ROWS, U)
+        s_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, U)
+        if STAGES > 1:
+            ring = gl.allocate_shared_memory(gl.int32, [STAGES, ROWS, 16 * U],
+                                             gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
+            for i in gl.static_range(STAGES):
+                async_copy.async_copy_global_to_shared(ring.index(i), w_ptrs + gl.minimum(i, n_steps - 1) * U * 16)
+                async_copy.commit_group()
+        else:
+            raw_w = gl.load(w_ptrs)
+        raw_s, raw_x = _scales_acts(s_ptrs, x_ptrs, 0, None, None, False)
         for st in range(0, n_steps):
             nxt = gl.minimum(st + 1, n_steps - 1) * U  # the last step reloads itself (no out-of-range read)
-            nxt_w, nxt_s, nxt_x = _load_step(w_ptrs, s_ptrs, x_ptrs, nxt, None, None, None, False)
+            nxt_s, nxt_x = _scales_acts(s_ptrs, x_ptrs, nxt, None, None, False)
+            if STAGES > 1:
+                async_copy.wait_group(STAGES - 1)  # step st has landed
+                raw_w = ring.index(st % STAGES).load(w_layout)
+            else:
+                nxt_w = gl.load(w_ptrs + nxt * 16)
             acc = mma_v2(_weights_a(raw_w, raw_s, t0, t1, t2, t3, t4, t5, ROWS, U, s_layout, a_op),
                          _acts_b(raw_x, U, b_op), acc)
-            raw_w, raw_s, raw_x = nxt_w, nxt_s, nxt_x
+            if STAGES > 1:  # refill the slot just read (its values are consumed above) with step st + STAGES
+                async_copy.async_copy_global_to_shared(ring.index(st % STAGES),
+                                                       w_ptrs + gl.minimum(st + STAGES, n_steps - 1) * U * 16)
+                async_copy.commit_group()
+            else:
+                raw_w = nxt_w
+            raw_s, raw_x = nxt_s, nxt_x
+        if STAGES > 1:
+            async_copy.wait_group(0)
     # the groups after the last whole step, one (masked) span at a time
-    w1_layout: gl.constexpr = _weight_layout(gl.num_warps(), ROWS, 1)
     s1_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, 1)
-    x1_layout: gl.constexpr = _act_layout(gl.num_warps(), 1)
-    wc1 = gl.arange(0, 16, layout=gl.SliceLayout(0, w1_layout))
-    sc1 = gl.arange(0, 4, layout=gl.SliceLayout(0, s1_layout))
-    xc1 = gl.arange(0, 64, layout=gl.SliceLayout(0, x1_layout))
-    w1_ptrs = w_ptr + gl.convert_layout(rows, gl.SliceLayout(1, w1_layout))[:, None] * (stride_wn // 4) + wc1[None, :]
-    s1_rows = gl.convert_layout(rows, gl.SliceLayout(1, s1_layout))
-    s1_ptrs = s_ptr + s1_rows[:, None] * stride_sn + sc1[None, :]
-    x1_ptrs = x_ptr + gl.convert_layout(tok_rows, gl.SliceLayout(1, x1_layout))[:, None] * stride_xm + xc1[None, :]
+    w1_ptrs, s1_ptrs, x1_ptrs, wc1, sc1, xc1 = _step_ptrs(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn,
+                                                          stride_sn, stride_xm, 1, ROWS)
     for sp in range(n_steps * U, gl.cdiv(n_groups, 4)):
         left = n_groups - 4 * sp  # groups of this span inside K
-        one_w, one_s, one_x = _load_step(w1_ptrs, s1_ptrs, x1_ptrs, sp, (wc1 // 4 < left)[None, :],
-                                         (sc1 < left)[None, :], (xc1 // 16 < left)[None, :], True)
+        one_w = gl.load(w1_ptrs + sp * 16, mask=(wc1 // 4 < left)[None, :], other=0)
+        one_s, one_x = _scales_acts(s1_ptrs, x1_ptrs, sp, (sc1 < left)[None, :], (xc1 // 16 < left)[None, :], True)
         acc = mma_v2(_weights_a(one_w, one_s, t0, t1, t2, t3, t4, t5, ROWS, 1, s1_layout, a_op),
                      _acts_b(one_x, 1, b_op), acc)
     return acc
