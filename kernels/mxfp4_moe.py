@@ -314,7 +314,7 @@ def _down_block_k(config: Config, p: MoEProblem) -> int:
 
 def _block_k_fits(config: Config, p: MoEProblem) -> str | None:
     if config["PATH"] == "mma":
-        return _mma_fits(config, p)
+        return None  # _mma_fits
     if config["BLOCK_K"] % p.group_size:
         return f"BLOCK_K {config['BLOCK_K']} is not a multiple of group_size {p.group_size}"
     if config["PATH"] == "gemv":
@@ -331,6 +331,8 @@ def _block_k_fits(config: Config, p: MoEProblem) -> str | None:
 
 def _mma_fits(config: Config, p: MoEProblem) -> str | None:
     """The mma path works on whole 32-value scale groups, 16-row MMA tiles per warp (_moe_mma.py)."""
+    if config["PATH"] != "mma":
+        return None
     if p.group_size != 32 or p.K % 32 or p.I % 32:
         return f"mma path: group_size 32 and K, I multiples of 32 (got {p.group_size}, {p.K}, {p.I})"
     if config["BLOCK_K"] not in (128, 256):
@@ -419,7 +421,7 @@ SPACE = ConfigSpace(
     # DeepSeek-V4-Flash TP 1, M = 32 (BENCHMARKS.md); not measured as a default elsewhere.
     default=dict(PATH="prefill", BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, SPLIT_K=1, DEQ="arith",
                  num_warps=4, num_stages=4),
-    constraints=(_block_k_fits, _tiles_fit, _path_fits),
+    constraints=(_block_k_fits, _mma_fits, _tiles_fit, _path_fits),
     baselines={"sglang_sm120": SGLANG_SM120},
     branches=_BRANCHES,
 )

@@ -217,9 +217,9 @@ def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_
                 if math.isfinite(defaults[key])]
     if results:
         best_us, best = min(results, key=lambda r: r[0])
-        row["best_by_path"] = {path: min((r for r in results if r[1]["PATH"] == path), key=lambda r: r[0])
-                               for path in sorted({r[1]["PATH"] for r in results})}
-        row["best_by_path"] = {k: (round(us, 1), _plain(c)) for k, (us, c) in row["best_by_path"].items()}
+        fastest = {path: min((r for r in results if r[1]["PATH"] == path), key=lambda r: r[0])
+                   for path in sorted({r[1]["PATH"] for r in results})}
+        row["best_by_path"] = {path: (round(us, 1), _plain(c)) for path, (us, c) in fastest.items()}
         sg = [r for r in results if r[1].get("_sglang")]
         row.update(best_us=best_us, best=_plain(best), frac=active / (best_us * 1e-6) / copy_bw)
         if sg:

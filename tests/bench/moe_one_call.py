@@ -2,7 +2,7 @@
 
 ``ncu -k regex:_moe_gemv1 --launch-skip 2 --launch-count 1 --section SpeedOfLight ... python3
 tests/bench/moe_one_call.py MODEL M BLOCK_N WARPS STAGES [PATH [BLOCK_K]]``: by default the gemv path,
-BLOCK_M 1, BLOCK_K 512, ``group_asm``; PATH ``mma`` runs the tensor-core decode path (BLOCK_M 8, stage 1).
+BLOCK_M 1, BLOCK_K 512, ``group_asm``; PATH ``mma`` runs the tensor-core decode path (BLOCK_M 8).
 """
 import sys, torch
 sys.path.insert(0, "tests/bench")
