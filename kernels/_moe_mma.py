@@ -97,47 +97,56 @@ def _token_layout(warps):
 
 @gluon.jit
 def _tables(K):
-    """The constant words of ``_e2m1x8_bf16``, as values ptxas cannot rebuild from immediates."""
+    """The constant words of ``_e2m1x8_bf16`` (2^126 and -0.0 as bf16x2), as values ptxas cannot rebuild from
+    immediates, so they stay in registers."""
     z = gl.minimum(K, 0)
-    return z + -1065353216, z + -1065336832, z + 0x3F3F3F00, z + 0x40404040, z + 0x8000, z + -2147450880
+    return z + 0x7E807E80, z + -2147450880
 
 
 @gluon.jit
-def _e2m1x8_bf16(word, scale2, t0, t1, t2, t3, t4, t5):
-    """Four E2M1 bytes (one int32) times their group's scale -> four bf16x2 words: byte i's (low, high
-    nibble) is output i. ``scale2`` is the scale as bf16x2 (both halves); the product is exact.
+def _e2m1x8_bf16(word, scale2, c126, negz):
+    """Eight E2M1 nibbles (one int32; nibble n at bits 4n) times their group's scale -> four bf16x2 words:
+    output j holds nibble j (low half) and nibble j + 4 (high half). ``scale2`` is the scale as bf16x2 (both
+    halves); every step is exact.
 
-    t0/t1: low bytes of the bf16 magnitudes 0, .5, 1, 1.5 / 2, 3, 4, 6 (table index = nibble & 7);
-    t2/t3: their high bytes; t4: sign bytes 0x00, 0x80 (index = sign bit); t5: -0.0 twice. ``fma`` with -0.0 keeps the
-    sign of zero products (sm_80+; ``mul.bf16x2`` needs sm_90)."""
+    Each nibble's three value bits are shifted to bits 6-8 of its half and its sign to bit 15: as a bf16
+    that is the E2M1 value times 2^-126 (exponent field 1-3 is 2^(e-127) (1 + m/2); field 0 the subnormal
+    m 2^-127), so two ``fma.bf16x2`` multiply by 2^126 (``c126``) and by the scale. ``negz`` (-0.0) keeps the
+    sign of zero products. Two shifts and two masks per output word: half the integer-pipe instructions
+    of a byte-table (prmt) decode, which left the loop bound by that pipe (BENCHMARKS.md, seventh session)."""
     return gl.inline_asm_elementwise(
         asm="""{
-        .reg .b32 s, m, mh, sl, sh, l0, l1, h0, h1, g0, g1, q0, q1, q2, q3;
-        and.b32 s, $4, 0x88888888;
-        and.b32 m, $4, 0x77777777;
-        shr.u32 mh, m, 16;
-        shr.u32 sl, s, 3;
-        shr.u32 sh, s, 19;
-        prmt.b32 l0, $6, $7, m;
-        prmt.b32 l1, $6, $7, mh;
-        prmt.b32 h0, $8, $9, m;
-        prmt.b32 h1, $8, $9, mh;
-        prmt.b32 g0, $10, 0, sl;
-        prmt.b32 g1, $10, 0, sh;
-        or.b32 h0, h0, g0;
-        or.b32 h1, h1, g1;
-        prmt.b32 q0, l0, h0, 0x5140;
-        prmt.b32 q1, l0, h0, 0x7362;
-        prmt.b32 q2, l1, h1, 0x5140;
-        prmt.b32 q3, l1, h1, 0x7362;
-        fma.rn.bf16x2 $0, q0, $5, $11;
-        fma.rn.bf16x2 $1, q1, $5, $11;
-        fma.rn.bf16x2 $2, q2, $5, $11;
-        fma.rn.bf16x2 $3, q3, $5, $11;
+        .reg .b32 a0, a1, a2, a3, s0, s1, s2, s3;
+        shl.b32 a0, $4, 6;
+        shl.b32 s0, $4, 12;
+        shl.b32 a1, $4, 2;
+        shl.b32 s1, $4, 8;
+        shr.u32 a2, $4, 2;
+        shl.b32 s2, $4, 4;
+        shr.u32 a3, $4, 6;
+        and.b32 a0, a0, 0x01C001C0;
+        and.b32 a1, a1, 0x01C001C0;
+        and.b32 a2, a2, 0x01C001C0;
+        and.b32 a3, a3, 0x01C001C0;
+        and.b32 s0, s0, 0x80008000;
+        and.b32 s1, s1, 0x80008000;
+        and.b32 s2, s2, 0x80008000;
+        and.b32 s3, $4, 0x80008000;
+        or.b32 a0, a0, s0;
+        or.b32 a1, a1, s1;
+        or.b32 a2, a2, s2;
+        or.b32 a3, a3, s3;
+        fma.rn.bf16x2 a0, a0, $6, $7;
+        fma.rn.bf16x2 a1, a1, $6, $7;
+        fma.rn.bf16x2 a2, a2, $6, $7;
+        fma.rn.bf16x2 a3, a3, $6, $7;
+        fma.rn.bf16x2 $0, a0, $5, $7;
+        fma.rn.bf16x2 $1, a1, $5, $7;
+        fma.rn.bf16x2 $2, a2, $5, $7;
+        fma.rn.bf16x2 $3, a3, $5, $7;
         }""",
-        constraints="=r,=r,=r,=r,r,r,r,r,r,r,r,r",
-        args=[word, scale2, t0, t1, t2, t3, t4, t5], dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True,
-        pack=1)
+        constraints="=r,=r,=r,=r,r,r,r,r",
+        args=[word, scale2, c126, negz], dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True, pack=1)
 
 
 @gluon.jit
@@ -149,19 +158,21 @@ def _bf16_pair(word):
 
 
 @gluon.jit
-def _decode_word(w, sc2, t0, t1, t2, t3, t4, t5):
-    """One word [ROWS, 4U] of each lane, times its scale -> [ROWS, 4U, 2 (nibble), 2, 2 (byte i)] bf16."""
-    o0, o1, o2, o3 = _e2m1x8_bf16(w, sc2, t0, t1, t2, t3, t4, t5)
+def _decode_word(w, sc2, c126, negz):
+    """One word [ROWS, 4U] of each lane, times its scale -> [ROWS, 4U, 2 (h), 2, 2 (j')] bf16: nibble
+    j' + 4h of the word (``_e2m1x8_bf16``'s output j', half h)."""
+    o0, o1, o2, o3 = _e2m1x8_bf16(w, sc2, c126, negz)
     return gl.join(gl.join(_bf16_pair(o0), _bf16_pair(o1)), gl.join(_bf16_pair(o2), _bf16_pair(o3)))
 
 
 @gluon.jit
-def _weights_a(raw, sc2, t0, t1, t2, t3, t4, t5, ROWS: gl.constexpr, U: gl.constexpr, S_LAYOUT: gl.constexpr,
+def _weights_a(raw, sc2, c126, negz, ROWS: gl.constexpr, U: gl.constexpr, S_LAYOUT: gl.constexpr,
                A_OP: gl.constexpr):
     """A step's raw weight words [ROWS, 16U] times their scales as the MMA's A fragment [ROWS, 128U].
 
-    Memory byte m = 16c + 4j + i of a span (lane c, word j, byte i) becomes logical byte c + 4i + 16j:
-    logical k = nibble + 2c + 8i + 32j, so lane c holds the K pairs the fragment gives it."""
+    Nibble n = j' + 4h of word j of lane c (memory k = 32c + 8j + 4h + j' of the span) becomes logical
+    k = h + 2c + 8j' + 32j, so lane c holds the K pairs the fragment gives it, both halves of a pair from
+    one decoded word."""
     a, b = gl.split(raw.reshape((ROWS, 4 * U, 2, 2)))  # word j = j0 + 2 j1: split j0 (last), then j1
     w0, w2 = gl.split(a)
     w1, w3 = gl.split(b)
@@ -169,20 +180,21 @@ def _weights_a(raw, sc2, t0, t1, t2, t3, t4, t5, ROWS: gl.constexpr, U: gl.const
     w1 = gl.convert_layout(w1, S_LAYOUT, assert_trivial=True)
     w2 = gl.convert_layout(w2, S_LAYOUT, assert_trivial=True)
     w3 = gl.convert_layout(w3, S_LAYOUT, assert_trivial=True)
-    q = gl.join(gl.join(_decode_word(w0, sc2, t0, t1, t2, t3, t4, t5), _decode_word(w1, sc2, t0, t1, t2, t3, t4, t5)),
-                gl.join(_decode_word(w2, sc2, t0, t1, t2, t3, t4, t5), _decode_word(w3, sc2, t0, t1, t2, t3, t4, t5)))
-    # q: [rows, 4U (span, c), nibble, i0, i1, j0, j1] -> [rows, span, j1, j0, i1, i0, c, nibble]
+    q = gl.join(gl.join(_decode_word(w0, sc2, c126, negz), _decode_word(w1, sc2, c126, negz)),
+                gl.join(_decode_word(w2, sc2, c126, negz), _decode_word(w3, sc2, c126, negz)))
+    # q: [rows, 4U (span, c), h, j'0, j'1, j0, j1] -> [rows, span, j1, j0, j'1, j'0, c, h]
     logical = q.reshape((ROWS, U, 4, 2, 2, 2, 2, 2)).permute((0, 1, 7, 6, 5, 4, 2, 3)).reshape((ROWS, 128 * U))
     return gl.convert_layout(logical, A_OP, assert_trivial=True)
 
 
 @gluon.jit
 def _acts_b(raw, U: gl.constexpr, B_OP: gl.constexpr):
-    """A step's raw activations [8, 64U] (int32 bf16 pairs) as the MMA's B fragment [128U, 8]: pair
-    p = 16c + 4j + i of a span holds memory k = 32c + 8j + 2i + h, which becomes logical k = h + 2c + 8i + 32j,
-    the weights' order."""
-    pairs = _bf16_pair(raw.reshape((TOKENS, U, 4, 4, 4)))  # [token, span, c, j, i, h]
-    logical = pairs.permute((0, 1, 3, 4, 2, 5)).reshape((TOKENS, 128 * U))
+    """A step's raw activations [8, 64U] (int32 bf16 pairs) as the MMA's B fragment [128U, 8], in the
+    weights' K order: pair p = 16c + 4j + 2 i1 + i0 of a span holds memory k = 32c + 8j + 4 i1 + 2 i0 + hh
+    (hh: its half), which is logical k = i1 + 2c + 8 (hh + 2 i0) + 32j (``_weights_a``: half h = i1,
+    nibble j' = hh + 2 i0). A fragment register pairs halves of two loaded words (one ``prmt``)."""
+    pairs = _bf16_pair(raw.reshape((TOKENS, U, 4, 4, 2, 2)))  # [token, span, c, j, i1, i0, hh]
+    logical = pairs.permute((0, 1, 3, 5, 6, 2, 4)).reshape((TOKENS, 128 * U))
     return gl.convert_layout(logical.permute((1, 0)), B_OP, assert_trivial=True)
 
 
@@ -222,8 +234,7 @@ def _scales_acts(s_ptrs, x_ptrs, sp, mask_s, mask_x, MASKED: gl.constexpr):
 
 
 @gluon.jit
-def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, t0, t1, t2, t3,
-              t4, t5, U: gl.constexpr, ROWS: gl.constexpr, STAGES: gl.constexpr):
+def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, c126, negz, U: gl.constexpr, ROWS: gl.constexpr, STAGES: gl.constexpr):
     """[ROWS, 8] fp32: weight rows ``rows`` of one expert (``w_ptr``: int32 words, ``s_ptr``: scale bytes)
     against the 8 token rows ``tok_rows`` of ``x_ptr`` (int32 bf16 pairs, ``stride_xm`` in pairs) over
     ``n_groups`` scale groups of 32. Steps of U spans (4 groups each); the next step's scales and
@@ -258,7 +269,7 @@ def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_
                 raw_w = ring.index(st % STAGES).load(w_layout)
             else:
                 nxt_w = gl.load(w_ptrs + nxt * 16)
-            acc = mma_v2(_weights_a(raw_w, raw_s, t0, t1, t2, t3, t4, t5, ROWS, U, s_layout, a_op),
+            acc = mma_v2(_weights_a(raw_w, raw_s, c126, negz, ROWS, U, s_layout, a_op),
                          _acts_b(raw_x, U, b_op), acc)
             if STAGES > 1:  # refill the slot just read (its values are consumed above) with step st + STAGES
                 async_copy.async_copy_global_to_shared(ring.index(st % STAGES),
@@ -277,7 +288,7 @@ def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_
         left = n_groups - 4 * sp  # groups of this span inside K
         one_w = gl.load(w1_ptrs + sp * 16, mask=(wc1 // 4 < left)[None, :], other=0)
         one_s, one_x = _scales_acts(s1_ptrs, x1_ptrs, sp, (sc1 < left)[None, :], (xc1 // 16 < left)[None, :], True)
-        acc = mma_v2(_weights_a(one_w, one_s, t0, t1, t2, t3, t4, t5, ROWS, 1, s1_layout, a_op),
+        acc = mma_v2(_weights_a(one_w, one_s, c126, negz, ROWS, 1, s1_layout, a_op),
                      _acts_b(one_x, 1, b_op), acc)
     return acc
 
@@ -323,7 +334,7 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
     e, owns, match, rank, count = _owner_slots(ids_ptr, pid_m, T, E, T_PAD)
     if owns:
         e64 = e.to(gl.int64)
-        t0, t1, t2, t3, t4, t5 = _tables(K)
+        c126, negz = _tables(K)
         r = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma))
         col = gl.program_id(1) * HALF + r % HALF
         g_w, u_w = _gate_up_rows(gl.where(col < I, col, 0), I, LAYOUT)  # clamped: unmasked weight loads
@@ -333,7 +344,7 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
             acc = _dot_rows(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, rows, x_ptr, slots // top_k,
-                            stride_wn, stride_sn, stride_xm, K // 32, t0, t1, t2, t3, t4, t5, BLOCK_K // 128, BLOCK_N,
+                            stride_wn, stride_sn, stride_xm, K // 32, c126, negz, BLOCK_K // 128, BLOCK_N,
                             STAGES)
             g, u = gl.split(acc.reshape((2, HALF, TOKENS)).permute((1, 2, 0)))
             g = gl.convert_layout(g, mma, assert_trivial=True)
@@ -355,13 +366,13 @@ def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E,
     e, owns, match, rank, count = _owner_slots(ids_ptr, pid_m, T, E, T_PAD)
     if owns:
         e64 = e.to(gl.int64)
-        t0, t1, t2, t3, t4, t5 = _tables(KI)
+        c126, negz = _tables(KI)
         cols = gl.program_id(1) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma))
         safe = gl.where(cols < N, cols, 0)
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
             acc = _dot_rows(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, safe, a_ptr, slots, stride_wn,
-                            stride_sn, stride_am, KI // 32, t0, t1, t2, t3, t4, t5, BLOCK_K // 128, BLOCK_N,
+                            stride_sn, stride_am, KI // 32, c126, negz, BLOCK_K // 128, BLOCK_N,
                             STAGES)
             s_out = gl.convert_layout(slots, gl.SliceLayout(0, mma))
             ok_out = gl.convert_layout(ok, gl.SliceLayout(0, mma))
