@@ -23,11 +23,11 @@ Every load of a warp moves 512 bytes of whole 32-byte sectors. An earlier form (
 MMA, lanes loading 4 bytes of each group and the per-row scale bytes) was bound by L1 requests at about
 2 TB/s (BENCHMARKS.md, sixth session).
 
-E2M1 -> bf16 (``_e2m1x8_bf16``): per 32-bit register (8 values) two byte-table lookups (``prmt``) give
-the high and low bytes of the bf16 magnitudes, a third the sign bytes, two more interleave them and four
-``fma.bf16x2`` apply the scale: 21 instructions per 8 weights. The constant words come from ``_tables``:
-``min(K, 0)`` plus the constant, which ptxas cannot fold, so they stay in registers instead of being
-rebuilt before every lookup. The loop keeps the next step's raw bytes in registers while one step
+E2M1 -> bf16 (``_e2m1x8_bf16``): per 32-bit register (8 values) shifts and masks put each nibble's bits
+where a bf16 of the value times 2^-126 has them, and two ``fma.bf16x2`` per output word multiply by 2^126
+and by the scale: 23 instructions per 8 weights, 10 of them on the integer pipe (a byte-table decode used
+17 there and left the loop bound by that pipe; BENCHMARKS.md, seventh session). Its constants come from
+``_tables``. The loop keeps the next step's raw bytes in registers while one step
 computes (a register double buffer); with the config's num_stages > 1 the weights instead stream through
 a ring of that many shared-memory tiles (cp.async), which frees about 30 registers. A last partial span
 is loaded masked.
