@@ -234,7 +234,8 @@ def _scales_acts(s_ptrs, x_ptrs, sp, mask_s, mask_x, MASKED: gl.constexpr):
 
 
 @gluon.jit
-def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, c126, negz, U: gl.constexpr, ROWS: gl.constexpr, STAGES: gl.constexpr):
+def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, c126, negz,
+              U: gl.constexpr, ROWS: gl.constexpr, STAGES: gl.constexpr):
     """[ROWS, 8] fp32: weight rows ``rows`` of one expert (``w_ptr``: int32 words, ``s_ptr``: scale bytes)
     against the 8 token rows ``tok_rows`` of ``x_ptr`` (int32 bf16 pairs, ``stride_xm`` in pairs) over
     ``n_groups`` scale groups of 32. Steps of U spans (4 groups each); the next step's scales and

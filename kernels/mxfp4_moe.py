@@ -41,8 +41,8 @@ gemv path with the portable decode at M <= 8, else the space default (measured c
 Performance (H200, BENCHMARKS.md): at M <= 8 the gemv path is the fastest (2.5-3.9x the best SGLang
 hand-picked config), at M = 32 (except DeepSeek-V4-Flash TP 1) and M = 128 the mma path (1.9-2.3x);
 17-70% of copy bandwidth at M <= 32, short of the 80% goal: tiny problems are latency-bound (3-4
-dependent launches), the gemv loop is issue-bound near 3 TB/s, and the mma path reaches 32-49% of copy
-bandwidth (Nsight: neither DRAM nor L1 saturated; more warps per SM did not help; its bound is open).
+dependent launches), the gemv loop is issue-bound near 3 TB/s, and the mma path reaches 34-64% of copy
+bandwidth (Nsight: bound by the integer pipe until the shift decode, now throttled across the ALU and FMA pipes).
 """
 from __future__ import annotations
 
