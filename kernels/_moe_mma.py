@@ -23,11 +23,15 @@ Every load of a warp moves 512 bytes of whole 32-byte sectors. An earlier form (
 MMA, lanes loading 4 bytes of each group and the per-row scale bytes) was bound by L1 requests at about
 2 TB/s (BENCHMARKS.md, sixth session).
 
-E2M1 -> bf16 (``_e2m1x8_bf16``): per 32-bit register (8 values) shifts and masks put each nibble's bits
-where a bf16 of the value times 2^-126 has them, and two ``fma.bf16x2`` per output word multiply by 2^126
-and by the scale: 23 instructions per 8 weights, 10 of them on the integer pipe (a byte-table decode used
-17 there and left the loop bound by that pipe; BENCHMARKS.md, seventh session). Its constants come from
-``_tables``. The loop keeps the next step's raw bytes in registers while one step
+E2M1 -> bf16 (``_e2m1x8_bf16``): per 32-bit register (8 values) masks and integer multiplies put each
+nibble's bits where a bf16 of the value times 2^-126 has them, and one ``fma.bf16x2`` per output word
+multiplies by the scale times 2^(126 - FAST_SHIFT) (the fp32 sums are multiplied by 2^FAST_SHIFT at the
+end): 17 SASS instructions per 8 weights (8 LOP3, 1 SHF, 4 IMAD, 4 HFMA2) where the shift decode took 23
+(BENCHMARKS.md, seventh and eighth sessions). That factor is exact for scale bytes 0-133 (weights up to
+6 * 2^6); a CTA whose tile reads a larger byte redoes its sums on the exact decode (2^126 and the scale in
+two ``fma.bf16x2``), so NaN 255 and every other byte work (byte 0 gives the reference's 2^-127 on the
+fast decode, 0 on the exact one and the other paths: a difference below 2^-120 of a weight). Its constants
+come from ``_tables``. The loop keeps the next step's raw bytes in registers while one step
 computes (a register double buffer); with the config's num_stages > 1 the weights instead stream through
 a ring of that many shared-memory tiles (cp.async), which frees about 30 registers. A last partial span
 is loaded masked.
@@ -49,6 +53,12 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 from aotune.kernels._moe_kernels import _activate, _gate_up_rows
 
 TOKENS = gl.constexpr(8)  # the MMA's N: tokens of one expert per pass over its weights
+# The fast decode multiplies by the scale times 2^(126 - FAST_SHIFT) in one step and the fp32 sums by
+# 2^FAST_SHIFT after the loop. That factor is a finite bf16 up to scale byte 128 + FAST_SHIFT, and the
+# smallest product, 0.5 * 2^(s - 127 - FAST_SHIFT), stays a bf16 (subnormal) down to byte FAST_SHIFT - 5:
+# 5 makes every byte 0 .. 133 exact. A tile that reads a larger byte is recomputed on the exact decode.
+FAST_SHIFT = gl.constexpr(5)
+FAST_MAX_SCALE = gl.constexpr(128 + FAST_SHIFT.value)
 
 
 @gluon.constexpr_function
@@ -103,50 +113,60 @@ def _tables(K):
     return z + 0x7E807E80, z + -2147450880
 
 
-@gluon.jit
-def _e2m1x8_bf16(word, scale2, c126, negz):
-    """Eight E2M1 nibbles (one int32; nibble n at bits 4n) times their group's scale -> four bf16x2 words:
-    output j holds nibble j (low half) and nibble j + 4 (high half). ``scale2`` is the scale as bf16x2 (both
-    halves); every step is exact.
-
-    Each nibble's three value bits are shifted to bits 6-8 of its half and its sign to bit 15: as a bf16
-    that is the E2M1 value times 2^-126 (exponent field 1-3 is 2^(e-127) (1 + m/2); field 0 the subnormal
-    m 2^-127), so two ``fma.bf16x2`` multiply by 2^126 (``c126``) and by the scale. ``negz`` (-0.0) keeps the
-    sign of zero products. Two shifts and two masks per output word: half the integer-pipe instructions
-    of a byte-table (prmt) decode, which left the loop bound by that pipe (BENCHMARKS.md, seventh session)."""
-    return gl.inline_asm_elementwise(
-        asm="""{
-        .reg .b32 a0, a1, a2, a3, s0, s1, s2, s3;
-        shl.b32 a0, $4, 6;
-        shl.b32 s0, $4, 12;
-        shl.b32 a1, $4, 2;
-        shl.b32 s1, $4, 8;
-        shr.u32 a2, $4, 2;
-        shl.b32 s2, $4, 4;
-        shr.u32 a3, $4, 6;
-        and.b32 a0, a0, 0x01C001C0;
-        and.b32 a1, a1, 0x01C001C0;
-        and.b32 a2, a2, 0x01C001C0;
-        and.b32 a3, a3, 0x01C001C0;
-        and.b32 s0, s0, 0x80008000;
-        and.b32 s1, s1, 0x80008000;
-        and.b32 s2, s2, 0x80008000;
-        and.b32 s3, $4, 0x80008000;
-        or.b32 a0, a0, s0;
-        or.b32 a1, a1, s1;
-        or.b32 a2, a2, s2;
-        or.b32 a3, a3, s3;
+_E2M1_BITS = """
+        .reg .b32 u, a0, a1, a2, a3;
+        shr.u32 u, $4, 8;
+        and.b32 a0, $4, 0x000F000F;
+        and.b32 a1, $4, 0x00F000F0;
+        and.b32 a2, u, 0x000F000F;
+        and.b32 a3, u, 0x00F000F0;
+        mul.lo.u32 a0, a0, 0x1040;
+        mul.lo.u32 a1, a1, 0x104;
+        mul.lo.u32 a2, a2, 0x1040;
+        mul.lo.u32 a3, a3, 0x104;
+        and.b32 a0, a0, 0x81C081C0;
+        and.b32 a1, a1, 0x81C081C0;
+        and.b32 a2, a2, 0x81C081C0;
+        and.b32 a3, a3, 0x81C081C0;
+"""
+_TIMES_2_126 = """
         fma.rn.bf16x2 a0, a0, $6, $7;
         fma.rn.bf16x2 a1, a1, $6, $7;
         fma.rn.bf16x2 a2, a2, $6, $7;
         fma.rn.bf16x2 a3, a3, $6, $7;
+"""
+_TIMES_SCALE = """
         fma.rn.bf16x2 $0, a0, $5, $7;
         fma.rn.bf16x2 $1, a1, $5, $7;
         fma.rn.bf16x2 $2, a2, $5, $7;
         fma.rn.bf16x2 $3, a3, $5, $7;
-        }""",
-        constraints="=r,=r,=r,=r,r,r,r,r",
-        args=[word, scale2, c126, negz], dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True, pack=1)
+"""
+_DECODE_FAST = gl.constexpr("{" + _E2M1_BITS + _TIMES_SCALE + "}")
+_DECODE_EXACT = gl.constexpr("{" + _E2M1_BITS + _TIMES_2_126 + _TIMES_SCALE + "}")
+
+
+@gluon.jit
+def _e2m1x8_bf16(word, mult2, c126, negz, FAST: gl.constexpr):
+    """Eight E2M1 nibbles (one int32; nibble n at bits 4n) times a factor -> four bf16x2 words: output j
+    holds nibble j (low half) and nibble j + 4 (high half); every step is exact.
+
+    Nibbles j and j + 4 are masked out together (16 bits apart, as in the output) and one integer multiply
+    by 2^a + 2^(a+6) puts a copy of each at the bits where its three value bits land on bf16 bits 6-8 and
+    another where its sign lands on bit 15; a mask keeps those. As a bf16 that is the E2M1 value times
+    2^-126 (exponent field 1-3 is 2^(e-127) (1 + m/2); field 0 the subnormal m 2^-127). Nibbles 2, 3, 6, 7
+    take one shift first. Then ``fma.bf16x2`` by ``mult2``: with FAST, once by the scale times 2^(126 -
+    FAST_SHIFT) (``_scale_fast``; the caller multiplies the fp32 sums by 2^FAST_SHIFT); without, by 2^126
+    (``c126``) and then by the scale itself (``_scale_bf16x2``), exact for every scale byte. ``negz``
+    (-0.0) keeps the sign of zero products. 13 integer instructions per 8 weights (4 of them multiplies on
+    the FMA pipe) where a byte-table (prmt) decode took 17 and left the loop bound by the integer pipe
+    (BENCHMARKS.md, seventh and eighth sessions)."""
+    if FAST:
+        return gl.inline_asm_elementwise(
+            asm=_DECODE_FAST, constraints="=r,=r,=r,=r,r,r,r,r", args=[word, mult2, c126, negz],
+            dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True, pack=1)
+    return gl.inline_asm_elementwise(
+        asm=_DECODE_EXACT, constraints="=r,=r,=r,=r,r,r,r,r", args=[word, mult2, c126, negz],
+        dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True, pack=1)
 
 
 @gluon.jit
@@ -158,17 +178,18 @@ def _bf16_pair(word):
 
 
 @gluon.jit
-def _decode_word(w, sc2, c126, negz):
-    """One word [ROWS, 4U] of each lane, times its scale -> [ROWS, 4U, 2 (h), 2, 2 (j')] bf16: nibble
+def _decode_word(w, sc2, c126, negz, FAST: gl.constexpr):
+    """One word [ROWS, 4U] of each lane, times its factor -> [ROWS, 4U, 2 (h), 2, 2 (j')] bf16: nibble
     j' + 4h of the word (``_e2m1x8_bf16``'s output j', half h)."""
-    o0, o1, o2, o3 = _e2m1x8_bf16(w, sc2, c126, negz)
+    o0, o1, o2, o3 = _e2m1x8_bf16(w, sc2, c126, negz, FAST)
     return gl.join(gl.join(_bf16_pair(o0), _bf16_pair(o1)), gl.join(_bf16_pair(o2), _bf16_pair(o3)))
 
 
 @gluon.jit
 def _weights_a(raw, sc2, c126, negz, ROWS: gl.constexpr, U: gl.constexpr, S_LAYOUT: gl.constexpr,
-               A_OP: gl.constexpr):
-    """A step's raw weight words [ROWS, 16U] times their scales as the MMA's A fragment [ROWS, 128U].
+               A_OP: gl.constexpr, FAST: gl.constexpr):
+    """A step's raw weight words [ROWS, 16U] times their factors (``_scale_factor``) as the MMA's A
+    fragment [ROWS, 128U].
 
     Nibble n = j' + 4h of word j of lane c (memory k = 32c + 8j + 4h + j' of the span) becomes logical
     k = h + 2c + 8j' + 32j, so lane c holds the K pairs the fragment gives it, both halves of a pair from
@@ -180,8 +201,8 @@ def _weights_a(raw, sc2, c126, negz, ROWS: gl.constexpr, U: gl.constexpr, S_LAYO
     w1 = gl.convert_layout(w1, S_LAYOUT, assert_trivial=True)
     w2 = gl.convert_layout(w2, S_LAYOUT, assert_trivial=True)
     w3 = gl.convert_layout(w3, S_LAYOUT, assert_trivial=True)
-    q = gl.join(gl.join(_decode_word(w0, sc2, c126, negz), _decode_word(w1, sc2, c126, negz)),
-                gl.join(_decode_word(w2, sc2, c126, negz), _decode_word(w3, sc2, c126, negz)))
+    q = gl.join(gl.join(_decode_word(w0, sc2, c126, negz, FAST), _decode_word(w1, sc2, c126, negz, FAST)),
+                gl.join(_decode_word(w2, sc2, c126, negz, FAST), _decode_word(w3, sc2, c126, negz, FAST)))
     # q: [rows, 4U (span, c), h, j'0, j'1, j0, j1] -> [rows, span, j1, j0, j'1, j'0, c, h]
     logical = q.reshape((ROWS, U, 4, 2, 2, 2, 2, 2)).permute((0, 1, 7, 6, 5, 4, 2, 3)).reshape((ROWS, 128 * U))
     return gl.convert_layout(logical, A_OP, assert_trivial=True)
@@ -200,11 +221,26 @@ def _acts_b(raw, U: gl.constexpr, B_OP: gl.constexpr):
 
 @gluon.jit
 def _scale_bf16x2(s):
-    """E8M0 bytes -> 2 ** (s - 127) as bf16 in both halves of an int32 (byte 255: NaN; byte 0 gives 0, as
-    on the other paths, for the subnormal 2 ** -127)."""
-    s = s.to(gl.int32)
+    """E8M0 bytes (int32) -> 2 ** (s - 127) as bf16 in both halves of an int32 (byte 255: NaN; byte 0 gives
+    0, as on the other paths, for the subnormal 2 ** -127)."""
     b = (s << 7) | (((s + 1) >> 2) & 0x40)
     return b | (b << 16)
+
+
+@gluon.jit
+def _scale_fast(s):
+    """E8M0 bytes (int32, at most FAST_MAX_SCALE) -> the scale times 2 ** (126 - FAST_SHIFT), i.e.
+    2 ** (s - 1 - FAST_SHIFT), as bf16 in both halves of an int32: one multiply puts the exponent field
+    in both halves."""
+    return (s + (126 - FAST_SHIFT)) * 0x00800080
+
+
+@gluon.jit
+def _scale_factor(s, FAST: gl.constexpr):
+    """The factor ``_e2m1x8_bf16`` multiplies a scale group's decoded values by (see there)."""
+    if FAST:
+        return _scale_fast(s)
+    return _scale_bf16x2(s)
 
 
 @gluon.jit
@@ -226,33 +262,35 @@ def _step_ptrs(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride
 
 @gluon.jit
 def _scales_acts(s_ptrs, x_ptrs, sp, mask_s, mask_x, MASKED: gl.constexpr):
-    """Scale bytes (as bf16x2) and activation pairs of the step starting at span ``sp``."""
+    """Scale bytes (as int32) and activation pairs of the step starting at span ``sp``."""
     if MASKED:
-        return (_scale_bf16x2(gl.load(s_ptrs + sp * 4, mask=mask_s, other=127)),
+        return (gl.load(s_ptrs + sp * 4, mask=mask_s, other=127).to(gl.int32),
                 gl.load(x_ptrs + sp * 64, mask=mask_x, other=0))
-    return _scale_bf16x2(gl.load(s_ptrs + sp * 4)), gl.load(x_ptrs + sp * 64)
+    return gl.load(s_ptrs + sp * 4).to(gl.int32), gl.load(x_ptrs + sp * 64)
 
 
 @gluon.jit
 def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, c126, negz,
-              U: gl.constexpr, ROWS: gl.constexpr, STAGES: gl.constexpr):
+              U: gl.constexpr, ROWS: gl.constexpr, STAGES: gl.constexpr, FAST: gl.constexpr):
     """[ROWS, 8] fp32: weight rows ``rows`` of one expert (``w_ptr``: int32 words, ``s_ptr``: scale bytes)
     against the 8 token rows ``tok_rows`` of ``x_ptr`` (int32 bf16 pairs, ``stride_xm`` in pairs) over
-    ``n_groups`` scale groups of 32. Steps of U spans (4 groups each); the next step's scales and
-    activations are loaded while one computes (a register double buffer), and its weights too when
+    ``n_groups`` scale groups of 32, and the largest scale byte read (the sums are exact only when FAST
+    is off or that is at most FAST_MAX_SCALE). Steps of U spans (4 groups each); the next step's scales
+    and activations are loaded while one computes (a register double buffer), and its weights too when
     STAGES == 1; with STAGES > 1 the weights stream through a ring of STAGES shared-memory tiles
     (cp.async, STAGES steps ahead; each thread copies the words it reads, so no barrier). A last
     partial span is masked (zero weights and activations)."""
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
+    w_layout: gl.constexpr = _weight_layout(gl.num_warps(), ROWS, U)
+    s_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, U)
     acc = gl.zeros((ROWS, TOKENS), gl.float32, layout=mma)
+    top = gl.zeros((ROWS, 4 * U), gl.int32, layout=s_layout)
     w_ptrs, s_ptrs, x_ptrs, wc, sc, xc = _step_ptrs(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn,
                                                     stride_xm, U, ROWS)
     n_steps = n_groups // (4 * U)
     if n_steps > 0:
-        w_layout: gl.constexpr = _weight_layout(gl.num_warps(), ROWS, U)
-        s_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, U)
         if STAGES > 1:
             ring = gl.allocate_shared_memory(gl.int32, [STAGES, ROWS, 16 * U],
                                              gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
@@ -270,7 +308,8 @@ def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_
                 raw_w = ring.index(st % STAGES).load(w_layout)
             else:
                 nxt_w = gl.load(w_ptrs + nxt * 16)
-            acc = mma_v2(_weights_a(raw_w, raw_s, c126, negz, ROWS, U, s_layout, a_op),
+            top = gl.maximum(top, raw_s)
+            acc = mma_v2(_weights_a(raw_w, _scale_factor(raw_s, FAST), c126, negz, ROWS, U, s_layout, a_op, FAST),
                          _acts_b(raw_x, U, b_op), acc)
             if STAGES > 1:  # refill the slot just read (its values are consumed above) with step st + STAGES
                 async_copy.async_copy_global_to_shared(ring.index(st % STAGES),
@@ -283,14 +322,31 @@ def _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_
             async_copy.wait_group(0)
     # the groups after the last whole step, one (masked) span at a time
     s1_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, 1)
+    top1 = gl.zeros((ROWS, 4), gl.int32, layout=s1_layout)
     w1_ptrs, s1_ptrs, x1_ptrs, wc1, sc1, xc1 = _step_ptrs(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn,
                                                           stride_sn, stride_xm, 1, ROWS)
     for sp in range(n_steps * U, gl.cdiv(n_groups, 4)):
         left = n_groups - 4 * sp  # groups of this span inside K
         one_w = gl.load(w1_ptrs + sp * 16, mask=(wc1 // 4 < left)[None, :], other=0)
         one_s, one_x = _scales_acts(s1_ptrs, x1_ptrs, sp, (sc1 < left)[None, :], (xc1 // 16 < left)[None, :], True)
-        acc = mma_v2(_weights_a(one_w, one_s, c126, negz, ROWS, 1, s1_layout, a_op),
+        top1 = gl.maximum(top1, one_s)
+        acc = mma_v2(_weights_a(one_w, _scale_factor(one_s, FAST), c126, negz, ROWS, 1, s1_layout, a_op, FAST),
                      _acts_b(one_x, 1, b_op), acc)
+    if FAST:
+        acc = acc * (1 << FAST_SHIFT)
+    return acc, gl.maximum(gl.max(gl.max(top, axis=1), axis=0), gl.max(gl.max(top1, axis=1), axis=0))
+
+
+@gluon.jit
+def _dot_rows_checked(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, c126,
+                      negz, U: gl.constexpr, ROWS: gl.constexpr, STAGES: gl.constexpr):
+    """``_dot_rows`` on the fast decode, and again on the exact one where the tile read a scale byte
+    above FAST_MAX_SCALE (a uniform branch: the whole CTA takes it or not)."""
+    acc, top = _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, c126,
+                         negz, U, ROWS, STAGES, True)
+    if top > FAST_MAX_SCALE:
+        acc, top = _dot_rows(w_ptr, s_ptr, rows, x_ptr, tok_rows, stride_wn, stride_sn, stride_xm, n_groups, c126,
+                             negz, U, ROWS, STAGES, False)
     return acc
 
 
@@ -344,9 +400,9 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
         g_rows, u_rows = _gate_up_rows(gl.where(cols < I, cols, 0), I, LAYOUT)
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
-            acc = _dot_rows(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, rows, x_ptr, slots // top_k,
-                            stride_wn, stride_sn, stride_xm, K // 32, c126, negz, BLOCK_K // 128, BLOCK_N,
-                            STAGES)
+            acc = _dot_rows_checked(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, rows, x_ptr,
+                                  slots // top_k, stride_wn, stride_sn, stride_xm, K // 32, c126, negz,
+                                  BLOCK_K // 128, BLOCK_N, STAGES)
             g, u = gl.split(acc.reshape((2, HALF, TOKENS)).permute((1, 2, 0)))
             g = gl.convert_layout(g, mma, assert_trivial=True)
             u = gl.convert_layout(u, mma, assert_trivial=True)
@@ -372,9 +428,9 @@ def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E,
         safe = gl.where(cols < N, cols, 0)
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
-            acc = _dot_rows(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, safe, a_ptr, slots, stride_wn,
-                            stride_sn, stride_am, KI // 32, c126, negz, BLOCK_K // 128, BLOCK_N,
-                            STAGES)
+            acc = _dot_rows_checked(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, safe, a_ptr, slots,
+                                  stride_wn, stride_sn, stride_am, KI // 32, c126, negz, BLOCK_K // 128,
+                                  BLOCK_N, STAGES)
             s_out = gl.convert_layout(slots, gl.SliceLayout(0, mma))
             ok_out = gl.convert_layout(ok, gl.SliceLayout(0, mma))
             if HAS_BIAS:

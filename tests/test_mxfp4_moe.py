@@ -370,6 +370,42 @@ def test_gpu_real_shapes(fields: dict, overrides: dict) -> None:
     assert rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
 
 
+def _shift_scales(scale: torch.Tensor, by: int) -> None:
+    scale.copy_((scale.to(torch.int32) + by).to(torch.uint8))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fields", [dict(K=4096, I=2048), dict(K=2880, I=2880, activation="swiglu_oai",
+                                                               layout="interleaved", has_bias=True)],
+                         ids=["v4-flash", "gpt-oss-tails"])
+@pytest.mark.parametrize("stages", [1, 3])
+def test_gpu_mma_fast_decode_falls_back_on_large_scales(fields: dict, stages: int) -> None:
+    """The mma path's fast decode is exact for scale bytes 0-133; a CTA that reads a larger one recomputes
+    on the exact decode. Three groups of tokens, each routed only to its own experts, are checked apart:
+    A (experts 0-3: w13 bytes 128-136, its CTAs fall back; w2 bytes 96-104), B (experts 4-7: w2 bytes
+    125-133, the top of the fast range), C (experts 8-15: the w2 rows of the first output tile at bytes
+    146-154, so only that tile's CTAs fall back; the other columns are checked on their own)."""
+    bn = 128
+    problem = MoEProblem(M=30, E=16, top_k=2, **fields)
+    inputs = _inputs(problem, seed=3, device="cuda", negative=False)
+    _shift_scales(inputs["w13_scale"][0:4], 12)
+    _shift_scales(inputs["w2_scale"][0:4], -20)
+    _shift_scales(inputs["w2_scale"][4:8], 9)
+    _shift_scales(inputs["w2_scale"][8:16, :bn], 30)
+    ids = torch.arange(problem.M * 2, device="cuda").reshape(problem.M, 2)
+    groups = {"A": (slice(0, 10), 0, 4), "B": (slice(10, 20), 4, 4), "C": (slice(20, 30), 8, 8)}
+    for rows, first, count in groups.values():
+        inputs["topk_ids"][rows] = (first + ids[rows] % count).to(torch.int32)
+    config = dict(_MMA, BLOCK_N=bn, BLOCK_K=256 if stages == 1 else 128, num_warps=4, num_stages=stages)
+    out, ref = fused_moe(**inputs, config=config), fused_moe_ref(**inputs)
+    for name, (rows, _, _) in groups.items():
+        if name == "C":
+            for cols in (slice(0, bn), slice(bn, None)):
+                assert rel_error(out[rows, cols], ref[rows, cols]) <= 1e-2, (name, cols)
+        else:
+            assert rel_error(out[rows], ref[rows]) <= 1e-2, name
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", [dict(CFG, BLOCK_N=64, BLOCK_K=128), _MMA], ids=["decode", "mma"])
 def test_gpu_cuda_graph_replay_follows_new_routing(config: dict) -> None:
