@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from aotune.cache_db.identity import DeviceClass
 from aotune.kernels.space import Config, ConfigSpace
 
 Inputs = dict[str, Any]
@@ -161,9 +162,10 @@ class Kernel:
     # "graph": small kernels timed as CUDA-graph replays (as they run in serving); "events": per launch.
     timing: str = "graph"
     version_salt: str = ""
-    # What a serving process runs when no tuned config applies, if better than ``space.default`` for some
-    # problems (a measured choice, not a guess); None where it is not valid: then ``space.default``.
-    runtime_default: Callable[[Problem], Config | None] | None = None
+    # What a serving process runs on a device class when no tuned config applies, if better than
+    # ``space.default`` for some problems (a measured choice, not a guess); None where it is not valid:
+    # then ``space.default``.
+    runtime_default: Callable[[Problem, DeviceClass], Config | None] | None = None
 
     @functools.cached_property
     def version(self) -> str:

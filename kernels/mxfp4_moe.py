@@ -36,7 +36,8 @@ register loop, 2-4 stream the K steps through shared memory with cp.async, ``_mo
 the next step in registers, 2-4 stream the weights through a shared-memory ring, BLOCK_K 128).
 
 Without a tuned config (``config=None`` and no bundle entry) the launcher runs ``runtime_default``: the
-gemv path with the portable decode at M <= 8, else the space default (measured choice, BENCHMARKS.md).
+gemv path with the portable decode at M <= 8, the mma path at 8 < M <= 128 on NVIDIA sm_80+, else the
+space default (measured choices, BENCHMARKS.md).
 
 Performance (H200, BENCHMARKS.md): at M <= 8 the gemv path is the fastest (2.5-3.9x the best SGLang
 hand-picked config), at M = 32 (except DeepSeek-V4-Flash TP 1) and M = 128 the mma path (1.9-2.3x);
@@ -52,6 +53,7 @@ from typing import Any
 import torch
 import triton
 
+from aotune.cache_db.identity import DeviceClass
 from aotune.kernels._moe_checks import ACTIVATIONS, LAYOUTS, check_inputs
 from aotune.kernels._moe_gemv import _moe_act, _moe_gemv1, _moe_gemv2
 from aotune.kernels._moe_kernels import _moe_align, _moe_gemm1, _moe_gemm2, _moe_reduce
@@ -435,12 +437,30 @@ _DECODE_DEFAULT = dict(PATH="gemv", BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, GROUP_M=
 _DECODE_DEFAULT_MAX_M = 8  # measured faster than SPACE.default at M = 1 and 8 (all three models), not at 32
 
 
-def runtime_default(problem: MoEProblem) -> Config | None:
-    """What ``fused_moe`` runs with no tuned config: the gemv default for decode batches (M <= 8) where it
-    is valid, else None (the space default: the tensor-core prefill path)."""
-    if problem.M > _DECODE_DEFAULT_MAX_M or SPACE.check(_DECODE_DEFAULT, problem):
+# Above the decode sizes on NVIDIA GPUs with mma.sync (sm_80 on): the tensor-core decode path with the
+# config the H200 sweeps tuned at M = 32 for all three models (BENCHMARKS.md, eighth session).
+_MMA_DEFAULT = dict(PATH="mma", BLOCK_M=8, BLOCK_N=128, BLOCK_K=256, GROUP_M=1, SPLIT_K=1, DEQ="group_asm",
+                    num_warps=4, num_stages=1)
+_MMA_DEFAULT_MAX_M = 128  # measured faster than SPACE.default (the prefill path) at M = 32 and 128
+
+
+def _has_mma_v2(device: DeviceClass) -> bool:
+    """Whether ``device`` is an NVIDIA GPU the Gluon mma path compiles for (sm_80 and later)."""
+    arch = device.arch.removeprefix("sm_").rstrip("a")
+    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 80
+
+
+def runtime_default(problem: MoEProblem, device: DeviceClass) -> Config | None:
+    """What ``fused_moe`` runs on ``device`` with no tuned config: the gemv default for decode batches
+    (M <= 8), the mma default up to M = 128 on NVIDIA sm_80+, where valid; else None (the space default:
+    the tensor-core prefill path)."""
+    if problem.M <= _DECODE_DEFAULT_MAX_M:
+        candidate = _DECODE_DEFAULT
+    elif problem.M <= _MMA_DEFAULT_MAX_M and _has_mma_v2(device):
+        candidate = _MMA_DEFAULT
+    else:
         return None
-    return dict(_DECODE_DEFAULT)
+    return None if SPACE.check(candidate, problem) else dict(candidate)
 
 
 def _problem_kwargs(p: MoEProblem) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def resolve(kernel: Kernel, problem: Problem, device: DeviceClass, *,
     elif fits is None and _is_live(device):
         fits = _jit_fits(kernel, problem, device)
     answer = use.lookup(kernel.name, kernel.version, problem.to_dict(), device, bucketed=bucketed_fields(kernel),
-                        defaults=lambda: default_configs(kernel, problem), check=lambda c: kernel.space.check(dict(c), problem),
+                        defaults=lambda: default_configs(kernel, problem, device), check=lambda c: kernel.space.check(dict(c), problem),
                         fits=fits)
     if answer.binaries and _is_live(device):
         _install(answer, device)
@@ -76,18 +76,19 @@ def bucketed_fields(kernel: Kernel) -> tuple[str, ...]:
     return BUCKETED.get(kernel.name, ())
 
 
-def first_default(kernel: Kernel, problem: Problem) -> Config:
-    """The kernel's runtime default for ``problem`` when it has one and it is valid, else the space default."""
-    first = kernel.runtime_default(problem) if kernel.runtime_default else None
+def first_default(kernel: Kernel, problem: Problem, device: DeviceClass) -> Config:
+    """The kernel's runtime default for ``problem`` on ``device`` when it has one and it is valid, else the
+    space default."""
+    first = kernel.runtime_default(problem, device) if kernel.runtime_default else None
     if first is None or kernel.space.check(first, problem):
         return dict(kernel.space.default)
     return dict(first)
 
 
-def default_configs(kernel: Kernel, problem: Problem) -> list[Config]:
+def default_configs(kernel: Kernel, problem: Problem, device: DeviceClass) -> list[Config]:
     """``first_default``, the space default, then the ``FALLBACKS`` smallest configs of the space valid for
     ``problem``."""
-    first = first_default(kernel, problem)
+    first = first_default(kernel, problem, device)
     return [first] + [c for c in fallback_configs(kernel.space, problem) if c != first]
 
 

@@ -4,12 +4,14 @@ the config space and its SGLang baselines, AOT feasibility on sm_120, the Gluon 
 refusal, real sm_90 / sm_120 compilation); GPU tests at real shapes."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 import torch
 
 from aotune.cache_db import loader
+from aotune.cache_db.identity import DeviceClass
 from aotune.kernels import get_kernel, mxfp4_moe, rel_error, runtime
 from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
 from aotune.kernels.mxfp4_moe import (
@@ -199,19 +201,52 @@ def test_skipped_slots_never_reach_the_output(overrides: dict, monkeypatch: pyte
     assert not out.isnan().any() and rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
 
 
+H100 = DeviceClass("nvidia", "sm_90", "h100-80gb-hbm3", 232448, 132)
+
+
+@pytest.mark.parametrize("device,path", [(H100, "mma"), (dataclasses.replace(H100, arch="sm_120"), "mma"),
+                                         (dataclasses.replace(H100, arch="sm_75"), None),
+                                         (dataclasses.replace(H100, vendor="amd", arch="gfx942"), None)])
+def test_runtime_default_above_decode_is_mma_on_nvidia_sm80_and_later(device: DeviceClass, path: str | None) -> None:
+    for m in (9, 32, 128):
+        problem = MoEProblem(M=m, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
+                             has_bias=True)
+        default = runtime_default(problem, device)
+        assert (default and default["PATH"]) == path and (default is None or SPACE.check(default, problem) is None)
+        assert runtime.default_configs(KERNEL, problem, device)[0] == (default or SPACE.default)
+    assert runtime_default(MoEProblem(M=129, K=4096, I=256, E=256, top_k=6), H100) is None  # prefill sizes
+    assert runtime_default(MoEProblem(M=32, K=4096, I=256, E=256, top_k=6, group_size=16), H100) is None
+
+
 def test_runtime_default_is_gemv_at_decode_and_runs_without_a_bundle() -> None:
     decode = MoEProblem(M=3, K=640, I=96, E=5, top_k=2)  # K not a multiple of BLOCK_K 512: tail steps
-    first = runtime.default_configs(KERNEL, decode)[0]
-    assert first == runtime_default(decode) and first["PATH"] == "gemv" and SPACE.check(first, decode) is None
-    for other in (MoEProblem(M=9, K=4096, I=256, E=256, top_k=6),  # past the decode bound (M <= 8)
+    first = runtime.default_configs(KERNEL, decode, runtime.INTERPRETER)[0]
+    assert first == runtime_default(decode, H100) and first["PATH"] == "gemv" and SPACE.check(first, decode) is None
+    for other in (MoEProblem(M=9, K=4096, I=256, E=256, top_k=6),  # past the decode bound, not a GPU
                   MoEProblem(M=2, K=160, I=96, E=6, top_k=3)):  # BLOCK_K 512 is invalid for K=160
-        assert runtime_default(other) is None and runtime.default_configs(KERNEL, other)[0] == SPACE.default
+        assert runtime_default(other, runtime.INTERPRETER) is None
+        assert runtime.default_configs(KERNEL, other, runtime.INTERPRETER)[0] == SPACE.default
     inputs = _inputs(decode, seed=4)
     loader.configure([], defaults=False)  # no bundle: the launcher falls back to the runtime default
     runtime._MEMO.clear()
     try:
         assert rel_error(fused_moe(**inputs), fused_moe_ref(**inputs)) <= 1e-2
         assert dict(runtime.resolve(KERNEL, decode, runtime.INTERPRETER).config) == first
+    finally:
+        loader.configure()
+        runtime._MEMO.clear()
+
+
+@pytest.mark.gpu
+def test_gpu_runtime_default_without_a_bundle_is_the_mma_path_at_m32() -> None:
+    problem = MoEProblem(M=32, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
+                         has_bias=True)
+    inputs = _inputs(problem, seed=5, device="cuda")
+    loader.configure([], defaults=False)
+    runtime._MEMO.clear()
+    try:
+        assert runtime.resolve_config(KERNEL, problem, inputs["x"].device)["PATH"] == "mma"
+        assert rel_error(fused_moe(**inputs), fused_moe_ref(**inputs)) <= 1e-2
     finally:
         loader.configure()
         runtime._MEMO.clear()

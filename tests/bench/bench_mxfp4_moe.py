@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from aotune.kernels import rel_error
+from aotune.kernels.device import device_class
 from aotune.kernels.mxfp4_moe import (SPACE, MoEProblem, expert_weight_bytes, fused_moe, fused_moe_ref,
                                       runtime_default)
 
@@ -177,8 +178,10 @@ def time_config(sets: list[dict[str, Any]], config: dict[str, Any], reps: int) -
 
 
 def configs_of_defaults(p: MoEProblem) -> dict[str, dict[str, Any]]:
-    """What a process without a bundle entry runs: the space default and the module's runtime default."""
-    return dict(default_us=dict(SPACE.default), runtime_default_us=runtime_default(p) or dict(SPACE.default))
+    """What a process without a bundle entry runs: the space default and the module's runtime default on
+    this GPU."""
+    return dict(default_us=dict(SPACE.default),
+                runtime_default_us=runtime_default(p, device_class(None)) or dict(SPACE.default))
 
 
 def _time_or_nan(sets: list[dict[str, Any]], config: dict[str, Any], reps: int) -> float:
