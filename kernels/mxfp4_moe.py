@@ -36,8 +36,9 @@ register loop, 2-4 stream the K steps through shared memory with cp.async, ``_mo
 the next step in registers, 2-4 stream the weights through a shared-memory ring, BLOCK_K 128).
 
 Without a tuned config (``config=None`` and no bundle entry) the launcher runs ``runtime_default``: the
-gemv path with the portable decode at M <= 8, the mma path at 8 < M <= 128 on NVIDIA sm_80+, else the
-space default (measured choices, BENCHMARKS.md).
+mma path up to M = 128 on NVIDIA sm_80+ (but the gemv path where M * I <= 512), the gemv path with the
+portable decode at M <= 8 elsewhere (the interpreter, older GPUs), else the space default (measured
+choices, BENCHMARKS.md).
 
 Performance (H200, BENCHMARKS.md): at M <= 8 the gemv path is the fastest (2.5-3.9x the best SGLang
 hand-picked config), at M = 32 (except DeepSeek-V4-Flash TP 1) and M = 128 the mma path (1.9-2.3x);
@@ -429,19 +430,23 @@ SPACE = ConfigSpace(
 )
 
 
-# The runtime default at decode sizes: the gemv path with its portable E2M1 decode (runs on every GPU and
-# under the interpreter), pipelined 2 steps ahead. Measured against the tuned configs and SPACE.default
-# on the H200 (BENCHMARKS.md, "default" columns).
+# The runtime defaults, measured on the H200 against each other, SPACE.default and the tuned configs
+# (BENCHMARKS.md, "default" columns and the eighth session's ``bench_moe_defaults.py`` table).
+# The gemv path with its portable E2M1 decode (runs on every GPU and under the interpreter), pipelined 2
+# steps ahead: faster than SPACE.default at M = 1 and 8 (all three models), not at 32.
 _DECODE_DEFAULT = dict(PATH="gemv", BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, GROUP_M=1, SPLIT_K=1, DEQ="arith",
                        num_warps=1, num_stages=3)
-_DECODE_DEFAULT_MAX_M = 8  # measured faster than SPACE.default at M = 1 and 8 (all three models), not at 32
-
-
-# Above the decode sizes on NVIDIA GPUs with mma.sync (sm_80 on): the tensor-core decode path with the
-# config the H200 sweeps tuned at M = 32 for all three models (BENCHMARKS.md, eighth session).
-_MMA_DEFAULT = dict(PATH="mma", BLOCK_M=8, BLOCK_N=128, BLOCK_K=256, GROUP_M=1, SPLIT_K=1, DEQ="group_asm",
-                    num_warps=4, num_stages=1)
-_MMA_DEFAULT_MAX_M = 128  # measured faster than SPACE.default (the prefill path) at M = 32 and 128
+_DECODE_DEFAULT_MAX_M = 8
+# On NVIDIA GPUs with mma.sync (sm_80 on), the tensor-core decode path: BN 32 on one warp (tuned at M = 8
+# for all three models) up to M = 16, BN 128 on four warps (tuned at M = 32) up to M = 128; the gemv
+# default stays where M * I <= 512 (DeepSeek-V4-Flash TP 8 at M = 1 and 2: 21.5 / 24.9 us against 26.4 /
+# 28.0), the only measured shapes where it is faster.
+_MMA_SMALL_DEFAULT = dict(PATH="mma", BLOCK_M=8, BLOCK_N=32, BLOCK_K=256, GROUP_M=1, SPLIT_K=1, DEQ="group_asm",
+                          num_warps=1, num_stages=1)
+_MMA_SMALL_DEFAULT_MAX_M = 16
+_MMA_DEFAULT = dict(_MMA_SMALL_DEFAULT, BLOCK_N=128, num_warps=4)
+_MMA_DEFAULT_MAX_M = 128  # 1.9-2.0x SPACE.default (the prefill path) at M = 128
+_GEMV_OVER_MMA_MAX_WORK = 512  # M * I
 
 
 def _has_mma_v2(device: DeviceClass) -> bool:
@@ -451,16 +456,19 @@ def _has_mma_v2(device: DeviceClass) -> bool:
 
 
 def runtime_default(problem: MoEProblem, device: DeviceClass) -> Config | None:
-    """What ``fused_moe`` runs on ``device`` with no tuned config: the gemv default for decode batches
-    (M <= 8), the mma default up to M = 128 on NVIDIA sm_80+, where valid; else None (the space default:
-    the tensor-core prefill path)."""
-    if problem.M <= _DECODE_DEFAULT_MAX_M:
-        candidate = _DECODE_DEFAULT
-    elif problem.M <= _MMA_DEFAULT_MAX_M and _has_mma_v2(device):
-        candidate = _MMA_DEFAULT
-    else:
-        return None
-    return None if SPACE.check(candidate, problem) else dict(candidate)
+    """What ``fused_moe`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ the mma path up to
+    M = 128 (except the smallest decode problems), else the gemv default at M <= 8; the first of those
+    that is valid for ``problem``, or None (the space default: the tensor-core prefill path)."""
+    p = problem
+    candidates = []
+    if _has_mma_v2(device) and p.M * p.I > _GEMV_OVER_MMA_MAX_WORK:
+        if p.M <= _MMA_SMALL_DEFAULT_MAX_M:
+            candidates.append(_MMA_SMALL_DEFAULT)
+        elif p.M <= _MMA_DEFAULT_MAX_M:
+            candidates.append(_MMA_DEFAULT)
+    if p.M <= _DECODE_DEFAULT_MAX_M:
+        candidates.append(_DECODE_DEFAULT)
+    return next((dict(c) for c in candidates if SPACE.check(c, p) is None), None)
 
 
 def _problem_kwargs(p: MoEProblem) -> dict[str, Any]:

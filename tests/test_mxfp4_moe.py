@@ -204,24 +204,39 @@ def test_skipped_slots_never_reach_the_output(overrides: dict, monkeypatch: pyte
 H100 = DeviceClass("nvidia", "sm_90", "h100-80gb-hbm3", 232448, 132)
 
 
-@pytest.mark.parametrize("device,path", [(H100, "mma"), (dataclasses.replace(H100, arch="sm_120"), "mma"),
-                                         (dataclasses.replace(H100, arch="sm_75"), None),
-                                         (dataclasses.replace(H100, vendor="amd", arch="gfx942"), None)])
-def test_runtime_default_above_decode_is_mma_on_nvidia_sm80_and_later(device: DeviceClass, path: str | None) -> None:
-    for m in (9, 32, 128):
-        problem = MoEProblem(M=m, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
-                             has_bias=True)
+@pytest.mark.parametrize("device,mma", [(H100, True), (dataclasses.replace(H100, arch="sm_120"), True),
+                                        (dataclasses.replace(H100, arch="sm_75"), False),
+                                        (dataclasses.replace(H100, vendor="amd", arch="gfx942"), False),
+                                        (runtime.INTERPRETER, False)])
+def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: DeviceClass, mma: bool) -> None:
+    """The measured rule (mxfp4_moe's runtime defaults): on sm_80+ mma BN 32 / 1 warp up to M = 16 and
+    BN 128 / 4 warps up to 128, gemv where M * I <= 512; elsewhere gemv up to M = 8; then the space default."""
+    v4_tp1, v4_tp8 = dict(K=4096, I=2048, E=256, top_k=6), dict(K=4096, I=256, E=256, top_k=6)
+    oss = dict(K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True)
+    expected = {  # (fields, M): (PATH, BLOCK_N) on an sm_80+ GPU
+        (0, 1): ("mma", 32), (1, 1): ("gemv", 16), (1, 2): ("gemv", 16), (1, 4): ("mma", 32), (2, 8): ("mma", 32),
+        (2, 16): ("mma", 32), (0, 17): ("mma", 128), (2, 32): ("mma", 128), (1, 128): ("mma", 128),
+        (0, 129): (None, None),
+    }
+    for (which, m), want in expected.items():
+        problem = MoEProblem(M=m, **(v4_tp1, v4_tp8, oss)[which])
+        if not mma:
+            want = ("gemv", 16) if m <= 8 else (None, None)
         default = runtime_default(problem, device)
-        assert (default and default["PATH"]) == path and (default is None or SPACE.check(default, problem) is None)
+        got = (default["PATH"], default["BLOCK_N"]) if default else (None, None)
+        assert got == want, (which, m)
+        assert default is None or SPACE.check(default, problem) is None
         assert runtime.default_configs(KERNEL, problem, device)[0] == (default or SPACE.default)
-    assert runtime_default(MoEProblem(M=129, K=4096, I=256, E=256, top_k=6), H100) is None  # prefill sizes
-    assert runtime_default(MoEProblem(M=32, K=4096, I=256, E=256, top_k=6, group_size=16), H100) is None
+    # where the mma path is invalid (group 16), the gemv default at decode sizes, else the space default
+    assert runtime_default(MoEProblem(M=4, group_size=16, **v4_tp1), H100)["PATH"] == "gemv"
+    assert runtime_default(MoEProblem(M=32, group_size=16, **v4_tp1), H100) is None
 
 
 def test_runtime_default_is_gemv_at_decode_and_runs_without_a_bundle() -> None:
     decode = MoEProblem(M=3, K=640, I=96, E=5, top_k=2)  # K not a multiple of BLOCK_K 512: tail steps
     first = runtime.default_configs(KERNEL, decode, runtime.INTERPRETER)[0]
-    assert first == runtime_default(decode, H100) and first["PATH"] == "gemv" and SPACE.check(first, decode) is None
+    assert first == runtime_default(decode, runtime.INTERPRETER) and first["PATH"] == "gemv"
+    assert SPACE.check(first, decode) is None
     for other in (MoEProblem(M=9, K=4096, I=256, E=256, top_k=6),  # past the decode bound, not a GPU
                   MoEProblem(M=2, K=160, I=96, E=6, top_k=3)):  # BLOCK_K 512 is invalid for K=160
         assert runtime_default(other, runtime.INTERPRETER) is None
@@ -332,7 +347,8 @@ def test_mma_path_compiles_with_register_fragments(target: str) -> None:
                            (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai",
                                  layout="interleaved", has_bias=True), dict(_MMA, BLOCK_N=32, num_warps=1)),
                            (dict(M=8, K=4096, I=2048, E=256, top_k=6),
-                            dict(_MMA, BLOCK_N=32, num_warps=1, num_stages=3))):
+                            dict(_MMA, BLOCK_N=32, num_warps=1, num_stages=3)),
+                           (dict(M=32, K=4096, I=2048, E=256, top_k=6), mxfp4_moe._MMA_DEFAULT)):  # runtime default
         result = compile_candidate("mxfp4_moe", fields, config, target)
         assert result.status == "ok", result.reason
         ring = config["num_stages"] * config["BLOCK_N"] * 64 if config["num_stages"] > 1 else 0  # weight tiles
