@@ -40,11 +40,11 @@ mma path up to M = 128 on NVIDIA sm_80+ (but the gemv path where M * I <= 512), 
 portable decode at M <= 8 elsewhere (the interpreter, older GPUs), else the space default (measured
 choices, BENCHMARKS.md).
 
-Performance (H200, BENCHMARKS.md): at M <= 8 the gemv path is the fastest (2.5-3.9x the best SGLang
-hand-picked config), at M = 32 (except DeepSeek-V4-Flash TP 1) and M = 128 the mma path (1.9-2.3x);
-17-70% of copy bandwidth at M <= 32, short of the 80% goal: tiny problems are latency-bound (3-4
-dependent launches), the gemv loop is issue-bound near 3 TB/s, and the mma path reaches 34-64% of copy
-bandwidth (Nsight: bound by the integer pipe until the shift decode, now throttled across the ALU and FMA pipes).
+Performance (H200, BENCHMARKS.md, eighth session): tuned, 2.3-3.9x the best SGLang hand-picked config at
+every measured shape; the gemv path is fastest at M = 1, the mma path from M = 8 to 128. 18-75% of copy
+bandwidth at M <= 32, short of the 80% goal: tiny problems are latency-bound (3-4 dependent launches), and
+on the mma path (0.73-0.75 for DeepSeek-V4-Flash TP 1 at M = 8 and 32) the busiest unit is the L1 data pipe
+(76%: every warp loads its own copy of the activations), then the ALU and FMA pipes (Nsight).
 """
 from __future__ import annotations
 
