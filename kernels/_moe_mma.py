@@ -30,7 +30,7 @@ end): 17 SASS instructions per 8 weights (8 LOP3, 1 SHF, 4 IMAD, 4 HFMA2) where 
 (BENCHMARKS.md, seventh and eighth sessions). That factor is exact for scale bytes 0-133 (weights up to
 6 * 2^6); a CTA whose tile reads a larger byte redoes its sums on the exact decode (2^126 and the scale in
 two ``fma.bf16x2``), so NaN 255 and every other byte work (byte 0 gives the reference's 2^-127 on the
-fast decode, 0 on the exact one and the other paths: a difference below 2^-120 of a weight). Its constants
+fast decode, 0 on the exact one and the other paths: at most 6 * 2^-127 per weight). Its constants
 come from ``_tables``. The loop keeps the next step's raw bytes in registers while one step
 computes (a register double buffer); with the config's num_stages > 1 the weights instead stream through
 a ring of that many shared-memory tiles (cp.async), which frees about 30 registers. A last partial span
@@ -57,6 +57,7 @@ TOKENS = gl.constexpr(8)  # the MMA's N: tokens of one expert per pass over its 
 # 2^FAST_SHIFT after the loop. That factor is a finite bf16 up to scale byte 128 + FAST_SHIFT, and the
 # smallest product, 0.5 * 2^(s - 127 - FAST_SHIFT), stays a bf16 (subnormal) down to byte FAST_SHIFT - 5:
 # 5 makes every byte 0 .. 133 exact. A tile that reads a larger byte is recomputed on the exact decode.
+# (The fp32 sums run 2^-5 small: only true products below about 2^-121 reach fp32's subnormal range.)
 FAST_SHIFT = gl.constexpr(5)
 FAST_MAX_SCALE = gl.constexpr(128 + FAST_SHIFT.value)
 
@@ -157,9 +158,9 @@ def _e2m1x8_bf16(word, mult2, c126, negz, FAST: gl.constexpr):
     take one shift first. Then ``fma.bf16x2`` by ``mult2``: with FAST, once by the scale times 2^(126 -
     FAST_SHIFT) (``_scale_fast``; the caller multiplies the fp32 sums by 2^FAST_SHIFT); without, by 2^126
     (``c126``) and then by the scale itself (``_scale_bf16x2``), exact for every scale byte. ``negz``
-    (-0.0) keeps the sign of zero products. 13 integer instructions per 8 weights (4 of them multiplies on
-    the FMA pipe) where a byte-table (prmt) decode took 17 and left the loop bound by the integer pipe
-    (BENCHMARKS.md, seventh and eighth sessions)."""
+    (-0.0) keeps the sign of zero products. 13 integer instructions per 8 weights, 4 of them multiplies
+    (on the FMA pipe, off the integer pipe that bound the loop before: BENCHMARKS.md, seventh and eighth
+    sessions)."""
     if FAST:
         return gl.inline_asm_elementwise(
             asm=_DECODE_FAST, constraints="=r,=r,=r,=r,r,r,r,r", args=[word, mult2, c126, negz],
@@ -401,8 +402,8 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
             acc = _dot_rows_checked(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, rows, x_ptr,
-                                  slots // top_k, stride_wn, stride_sn, stride_xm, K // 32, c126, negz,
-                                  BLOCK_K // 128, BLOCK_N, STAGES)
+                                    slots // top_k, stride_wn, stride_sn, stride_xm, K // 32, c126, negz,
+                                    BLOCK_K // 128, BLOCK_N, STAGES)
             g, u = gl.split(acc.reshape((2, HALF, TOKENS)).permute((1, 2, 0)))
             g = gl.convert_layout(g, mma, assert_trivial=True)
             u = gl.convert_layout(u, mma, assert_trivial=True)
@@ -428,9 +429,9 @@ def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E,
         safe = gl.where(cols < N, cols, 0)
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
-            acc = _dot_rows_checked(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, safe, a_ptr, slots,
-                                  stride_wn, stride_sn, stride_am, KI // 32, c126, negz, BLOCK_K // 128,
-                                  BLOCK_N, STAGES)
+            acc = _dot_rows_checked(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, safe, a_ptr,
+                                    slots, stride_wn, stride_sn, stride_am, KI // 32, c126, negz, BLOCK_K // 128,
+                                    BLOCK_N, STAGES)
             s_out = gl.convert_layout(slots, gl.SliceLayout(0, mma))
             ok_out = gl.convert_layout(ok, gl.SliceLayout(0, mma))
             if HAS_BIAS:

@@ -61,8 +61,8 @@ def resolve(kernel: Kernel, problem: Problem, device: DeviceClass, *,
     elif fits is None and _is_live(device):
         fits = _jit_fits(kernel, problem, device)
     answer = use.lookup(kernel.name, kernel.version, problem.to_dict(), device, bucketed=bucketed_fields(kernel),
-                        defaults=lambda: default_configs(kernel, problem, device), check=lambda c: kernel.space.check(dict(c), problem),
-                        fits=fits)
+                        defaults=lambda: default_configs(kernel, problem, device),
+                        check=lambda c: kernel.space.check(dict(c), problem), fits=fits)
     if answer.binaries and _is_live(device):
         _install(answer, device)
     return answer
