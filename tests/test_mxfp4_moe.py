@@ -253,14 +253,16 @@ def test_runtime_default_is_gemv_at_decode_and_runs_without_a_bundle() -> None:
 
 
 @pytest.mark.gpu
-def test_gpu_runtime_default_without_a_bundle_is_the_mma_path_at_m32() -> None:
-    problem = MoEProblem(M=32, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
+@pytest.mark.parametrize("m,block_n", [(4, 32), (32, 128)])
+def test_gpu_runtime_default_without_a_bundle_is_the_mma_path(m: int, block_n: int) -> None:
+    problem = MoEProblem(M=m, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
                          has_bias=True)
     inputs = _inputs(problem, seed=5, device="cuda")
     loader.configure([], defaults=False)
     runtime._MEMO.clear()
     try:
-        assert runtime.resolve_config(KERNEL, problem, inputs["x"].device)["PATH"] == "mma"
+        config = runtime.resolve_config(KERNEL, problem, inputs["x"].device)
+        assert (config["PATH"], config["BLOCK_N"]) == ("mma", block_n)
         assert rel_error(fused_moe(**inputs), fused_moe_ref(**inputs)) <= 1e-2
     finally:
         loader.configure()
