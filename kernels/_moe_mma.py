@@ -161,12 +161,9 @@ def _e2m1x8_bf16(word, mult2, c126, negz, FAST: gl.constexpr):
     (-0.0) keeps the sign of zero products. 13 integer instructions per 8 weights, 4 of them multiplies
     (on the FMA pipe, off the integer pipe that bound the loop before: BENCHMARKS.md, seventh and eighth
     sessions)."""
-    if FAST:
-        return gl.inline_asm_elementwise(
-            asm=_DECODE_FAST, constraints="=r,=r,=r,=r,r,r,r,r", args=[word, mult2, c126, negz],
-            dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True, pack=1)
+    asm: gl.constexpr = _DECODE_FAST if FAST else _DECODE_EXACT
     return gl.inline_asm_elementwise(
-        asm=_DECODE_EXACT, constraints="=r,=r,=r,=r,r,r,r,r", args=[word, mult2, c126, negz],
+        asm=asm, constraints="=r,=r,=r,=r,r,r,r,r", args=[word, mult2, c126, negz],
         dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=True, pack=1)
 
 

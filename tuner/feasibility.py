@@ -80,14 +80,18 @@ def compile_launch(launch: Launch, arch: Arch) -> Any:
 _RESOURCE = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")
 
 
-def cubin_resources(cubin: bytes) -> tuple[int, int]:
-    """(registers per thread, local/stack bytes per thread) from ``cuobjdump --dump-resource-usage``."""
+def cuobjdump(cubin: bytes, *flags: str) -> str:
+    """What Triton's bundled ``cuobjdump`` prints for ``cubin`` with ``flags`` (e.g. ``-sass``)."""
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
         handle.write(cubin)
         handle.flush()
-        text = subprocess.run([str(tool), "--dump-resource-usage", handle.name], capture_output=True,
-                              text=True, check=True).stdout
+        return subprocess.run([str(tool), *flags, handle.name], capture_output=True, text=True, check=True).stdout
+
+
+def cubin_resources(cubin: bytes) -> tuple[int, int]:
+    """(registers per thread, local/stack bytes per thread) from ``cuobjdump --dump-resource-usage``."""
+    text = cuobjdump(cubin, "--dump-resource-usage")
     match = _RESOURCE.search(text)
     if match is None:
         raise RuntimeError(f"cuobjdump printed no resource line:\n{text}")

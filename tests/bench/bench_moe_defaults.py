@@ -9,15 +9,14 @@ on this GPU, and prints one markdown row per shape. Usage:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 sys.path.insert(0, "tests/bench")
-from bench_mxfp4_moe import MODELS, _sets, precompile, time_config  # noqa: E402
+from bench_mxfp4_moe import MODELS, _sets, precompile, rotated_sets, time_config  # noqa: E402
 
 from aotune.kernels.device import device_class  # noqa: E402
 from aotune.kernels.mxfp4_moe import (  # noqa: E402
-    _DECODE_DEFAULT, _MMA_DEFAULT, _MMA_SMALL_DEFAULT, MoEProblem, expert_weight_bytes, runtime_default,
+    _DECODE_DEFAULT, _MMA_DEFAULT, _MMA_SMALL_DEFAULT, MoEProblem, runtime_default,
 )
 
 CANDIDATES = {"gemv default": _DECODE_DEFAULT, "mma BN32 w1": _MMA_SMALL_DEFAULT, "mma BN128 w4": _MMA_DEFAULT}
@@ -36,8 +35,7 @@ def main() -> None:
     print("| model | M | " + " | ".join(f"{name} (us)" for name in CANDIDATES) + " | runtime_default picks |")
     print("|---|---|" + "---|" * (len(CANDIDATES) + 1))
     for name, p in problems:
-        per_set, active_one = p.E * expert_weight_bytes(p), min(p.E, p.M * p.top_k) * expert_weight_bytes(p)
-        sets = _sets(p, max(2, min(16, math.ceil(256e6 / active_one), int(20e9 // per_set))), seed=p.M)
+        sets = _sets(p, rotated_sets(p), seed=p.M)
         times = [time_config(sets, dict(config), args.reps) for config in CANDIDATES.values()]
         picked = runtime_default(p, device)
         label = next((k for k, c in CANDIDATES.items() if c == picked), str(picked))

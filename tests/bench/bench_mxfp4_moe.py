@@ -82,6 +82,14 @@ def matmul_tflops() -> float:
     return 2 * 8192 ** 3 / (statistics.median(_events_ms(lambda: a @ b, 20)) * 1e-3) / 1e12
 
 
+def rotated_sets(p: MoEProblem) -> int:
+    """How many weight sets a timing rotates through: >= 256 MB of active weights between two uses of a
+    set (out of L2), 2 to 16 of them, at most 20 GB in all."""
+    per_set = p.E * expert_weight_bytes(p)
+    active_one = min(p.E, p.M * p.top_k) * expert_weight_bytes(p)
+    return max(2, min(16, math.ceil(256e6 / active_one), int(20e9 // per_set)))
+
+
 def _sets(p: MoEProblem, n: int, seed: int) -> list[dict[str, Any]]:
     gen = torch.Generator(device="cuda").manual_seed(seed)
     u8 = dict(dtype=torch.uint8, device="cuda", generator=gen)
@@ -195,9 +203,7 @@ def _time_or_nan(sets: list[dict[str, Any]], config: dict[str, Any], reps: int) 
 
 def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_bw: float, reps: int,
                   deadline: float) -> dict[str, Any]:
-    per_set = p.E * expert_weight_bytes(p)
-    active_one = min(p.E, p.M * p.top_k) * expert_weight_bytes(p)
-    n_sets = max(2, min(16, math.ceil(256e6 / active_one), int(20e9 // per_set)))
+    n_sets = rotated_sets(p)
     sets = _sets(p, n_sets, seed=p.M)
     active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
     results = []

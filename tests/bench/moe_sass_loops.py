@@ -10,26 +10,13 @@ from __future__ import annotations
 
 import collections
 import re
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
-
-import triton
 
 from aotune.kernels import mxfp4_moe
 from aotune.tuner.arch import get_arch
-from aotune.tuner.feasibility import compile_launch, cubin_resources
+from aotune.tuner.feasibility import compile_launch, cubin_resources, cuobjdump
 
 _LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
-
-
-def sass(cubin: bytes) -> str:
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
-        handle.write(cubin)
-        handle.flush()
-        return subprocess.run([str(tool), "-sass", handle.name], capture_output=True, text=True, check=True).stdout
 
 
 def loops(text: str) -> list[tuple[int, int, list[str]]]:
@@ -56,7 +43,7 @@ def main() -> None:
         compiled = compile_launch(launch, arch)
         regs, spill = cubin_resources(compiled.asm["cubin"])
         print(f"== {launch.fn.__name__} ({arch.name}): {regs} registers, {spill} spill bytes")
-        for lo, hi, body in loops(sass(compiled.asm["cubin"])):
+        for lo, hi, body in loops(cuobjdump(compiled.asm["cubin"], "-sass")):
             counts = collections.Counter(op.split(".")[0] for op in body)
             if counts["HMMA"]:
                 print(f"  loop {lo:#x}-{hi:#x}: {len(body)} instructions, {counts['HMMA']} HMMA;",
