@@ -39,6 +39,12 @@ class SparseDecodeProblem(Problem):
     has_topk_length: bool = False
 
 
+def path_of(config: Config) -> str:
+    """The config's code path: "triton" (``_mla_kernels``, also under the interpreter) or "mma" (``_mla_mma``,
+    Gluon, NVIDIA sm_80+). Configs from before the choice existed are "triton"."""
+    return config.get("PATH", "triton")
+
+
 def _tiles(config: Config, problem: SparseDecodeProblem) -> int:
     block = config["BLOCK_T"]
     return -(-problem.topk // block) + -(-problem.extra_topk // block)
@@ -72,19 +78,34 @@ def known_miscompile(config: Config, problem: SparseDecodeProblem) -> str | None
     return None
 
 
+def mma_fits(config: Config, problem: SparseDecodeProblem) -> str | None:
+    """The mma path (``_mla_mma``) runs 16 head rows on 4 warps, one tile of gathers in flight in registers."""
+    if path_of(config) != "mma":
+        return None
+    if config["H_TILE"] != 16 or config["num_warps"] != 4 or config["num_stages"] != 1:
+        return "mma path: H_TILE 16, num_warps 4 and num_stages 1 only"
+    if config["BLOCK_T"] > 32:
+        return "mma path: BLOCK_T <= 32 (BLOCK_T 64 spills registers)"
+    return None
+
+
 def _sglang(block_t: int, h_tile: int, warps: int) -> Config:
-    return {"BLOCK_T": block_t, "H_TILE": h_tile, "NUM_SPLITS": 1, "num_warps": warps, "num_stages": 2}
+    return {"PATH": "triton", "BLOCK_T": block_t, "H_TILE": h_tile, "NUM_SPLITS": 1, "num_warps": warps,
+            "num_stages": 2}
 
 
 # num_stages 1-2: the kernel's register pipeline (one tile of gathers in flight); 3: the same loop through
 # Triton's pipeliner and shared memory (cp.async); 4 compiles to the same buffers as 3, so it is left out.
+# PATH "triton": ``_mla_kernels`` (every GPU and the interpreter); "mma": ``_mla_mma`` (Gluon, NVIDIA sm_80+).
 SPACE = ConfigSpace(
     params={
-        "BLOCK_T": Choice(16, 32, 64), "H_TILE": Choice(4, 8, 16, 32, 64),
+        "PATH": Choice("triton", "mma"), "BLOCK_T": Choice(16, 32, 64), "H_TILE": Choice(4, 8, 16, 32, 64),
         "NUM_SPLITS": Choice(1, 2, 4, 8, 16, 32, 64), "num_warps": Choice(4, 8), "num_stages": Choice(1, 2, 3),
     },
-    default={"BLOCK_T": 32, "H_TILE": 16, "NUM_SPLITS": 4, "num_warps": 4, "num_stages": 1},
-    constraints=(_valid_problem, _head_tile_fits, _splits_have_work, known_miscompile),
+    default={"PATH": "triton", "BLOCK_T": 32, "H_TILE": 16, "NUM_SPLITS": 4, "num_warps": 4, "num_stages": 1},
+    constraints=(_valid_problem, _head_tile_fits, _splits_have_work, known_miscompile, mma_fits),
+    branches=("PATH", {"mma": dict(BLOCK_T=Choice(16, 32), H_TILE=Choice(16), num_warps=Choice(4),
+                                   num_stages=Choice(1))}),
     # SGLang's SM120 Triton sparse decode (KERNELS.md): (BLOCK_T, H_TILE, warps), no split-KV. H_TILE 4
     # and 8 run here as 16-row MMA tiles with the extra rows masked. KERNELS.md names no stage count: 2.
     baselines={"sglang_sm120": [_sglang(16, 4, 4), _sglang(32, 4, 8), _sglang(16, 8, 8), _sglang(32, 8, 8)]},

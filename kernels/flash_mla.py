@@ -26,8 +26,9 @@ import torch
 import triton
 
 from aotune.kernels._mla_kernels import LOG2E, mla_combine_kernel, mla_decode_kernel
+from aotune.kernels._mla_mma import mla_decode_mma_kernel
 from aotune.kernels._mla_space import (D_QK, SPACE, SparseDecodeProblem, cost, input_shapes, known_miscompile,
-                                      make_inputs)
+                                      make_inputs, mma_fits, path_of)
 from aotune.kernels.base import Inputs, Kernel, Launch
 from aotune.kernels.formats.mla_kv import gather_kv, v4_page_bytes
 from aotune.kernels.space import Config
@@ -131,10 +132,14 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
             out, lse, part_o, part_lse, S_q, H, float(sm_scale) * LOG2E)
     flags = dict(HAS_SINK=sink is not None, LONELY_POS=lonely_pos)
     kwargs = dict(LAYOUT=0 if layout == "v32" else 1, PAGE=page_size, BLOCK_T=config["BLOCK_T"], H_TILE=h_tile,
-                  HP=max(16, h_tile), NUM_SPLITS=splits, HAS_LEN=topk_length is not None,
-                  HAS_XLEN=xlength is not None, **flags, ASM=not _interpreting(), STAGES=config["num_stages"],
+                  NUM_SPLITS=splits, HAS_LEN=topk_length is not None, HAS_XLEN=xlength is not None, **flags,
                   num_warps=config["num_warps"], num_stages=config["num_stages"])
-    plan = [(Launch(mla_decode_kernel, args, kwargs), (triton.cdiv(H, h_tile), B * S_q, splits))]
+    if path_of(config) == "mma":
+        decode = mla_decode_mma_kernel
+    else:
+        decode = mla_decode_kernel
+        kwargs.update(HP=max(16, h_tile), ASM=not _interpreting(), STAGES=config["num_stages"])
+    plan = [(Launch(decode, args, kwargs), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1:
         combine = Launch(mla_combine_kernel, (part_o, part_lse, sink if sink is not None else lse, out, lse, S_q, H),
                          dict(NUM_SPLITS=splits, SP=triton.next_power_of_2(splits), CB=COMBINE_COLS, **flags,
@@ -171,8 +176,10 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
     if config is None:
         from aotune.kernels.runtime import resolve_config
         config = resolve_config(KERNEL, problem, q.device)  # the loader answers only configs the space allows
-    elif reason := known_miscompile(config, problem):  # the space's other constraints only prune
+    elif reason := known_miscompile(config, problem) or mma_fits(config, problem):  # the others only prune
         raise ValueError(f"config: {reason}")
+    if path_of(config) == "mma" and not q.is_cuda:
+        raise ValueError("config: PATH 'mma' is a Gluon kernel and needs a CUDA GPU (not the CPU interpreter)")
     out, lse, parts = _outputs(q, config["NUM_SPLITS"])
     for launch, grid in _plan(q, cache, indices, topk_length, xcache, extra_indices, extra_topk_length, attn_sink,
                               out, lse, parts, layout, page_size, sm_scale, lonely_lse == "+inf", config):

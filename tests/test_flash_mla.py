@@ -235,3 +235,60 @@ def test_gpu_real_shapes(name: str, fields: dict, config: dict) -> None:
 def test_gpu_extreme_magnitudes(name: str, fields: dict, tiny: bool) -> None:
     inputs = _extreme(KERNEL.make_inputs(SparseDecodeProblem(**fields), 12, "cuda"), tiny)
     _check(inputs, _cfg(32, 16, 4, 4, 1))
+
+
+def _mma(block_t: int = 16, splits: int = 1) -> dict:
+    return dict(_cfg(block_t, 16, splits, 4, 1), PATH="mma")
+
+
+def test_mma_path_needs_a_gpu_and_its_tiles() -> None:
+    """The Gluon path refuses the interpreter (it cannot run there) and configs outside its tiles."""
+    inputs = _inputs(1)
+    if DEVICE == "cpu":
+        with pytest.raises(ValueError, match="needs a CUDA GPU"):
+            sparse_decode(**inputs, config=_mma())
+    with pytest.raises(ValueError, match="mma path: H_TILE 16"):
+        sparse_decode(**inputs, config=dict(_mma(), num_warps=8))
+    problem = SparseDecodeProblem(B=1, S_q=1, H=16, topk=2048, layout="v32", page_size=64)
+    mma = [c.config for c in KERNEL.space.candidates(problem) if c.config["PATH"] == "mma" and c.invalid_reason is None]
+    assert {(c["BLOCK_T"], c["H_TILE"], c["num_warps"], c["num_stages"]) for c in mma} == {(16, 16, 4, 1), (32, 16, 4, 1)}
+    assert len(mma) == 14  # 2 tiles x 7 split counts
+
+
+MMA_GPU_CASES = GPU_CASES + [
+    ("v4_odd_heads", dict(B=3, S_q=2, H=20, topk=200, layout="v4", page_size=64, extra_topk=37, has_sink=True,
+                          has_topk_length=True)),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,fields", MMA_GPU_CASES, ids=[c[0] for c in MMA_GPU_CASES])
+@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 8), _mma(32, 4)],
+                         ids=["bt16", "bt32", "bt16_split8", "bt32_split4"])
+def test_gpu_mma_path(name: str, fields: dict, config: dict) -> None:
+    _check(KERNEL.make_inputs(SparseDecodeProblem(**fields), 13, "cuda"), config)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tiny", [False, True])
+@pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
+def test_gpu_mma_path_extreme_magnitudes(name: str, fields: dict, tiny: bool) -> None:
+    """fp16 q rows (power-of-two row factors) and fp16 PV weights (running reference per head and warp
+    group) under huge and tiny q rows and KV scales."""
+    _check(_extreme(KERNEL.make_inputs(SparseDecodeProblem(**fields), 12, "cuda"), tiny), _mma(32, 4))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lonely", ["-inf", "+inf"])
+@pytest.mark.parametrize("splits", [1, 2])
+def test_gpu_mma_path_lonely_rows_and_masked_tiles(lonely: str, splits: int) -> None:
+    inputs = KERNEL.make_inputs(SparseDecodeProblem(B=3, S_q=1, H=2, topk=48, layout="v4", page_size=16,
+                                                    extra_topk=16, has_sink=True, has_topk_length=True), 3, "cuda")
+    inputs["indices"][0] = -1
+    inputs["extra_indices"][0, :, ::2] = -1
+    inputs["indices"][1, :, :32] = -1
+    inputs["topk_length"][2], inputs["extra_topk_length"][2] = 0, 0
+    out, lse = sparse_decode(**inputs, lonely_lse=lonely, config=_mma(16, splits))
+    ref_out, ref_lse = sparse_decode_ref(**inputs, lonely_lse=lonely)
+    assert torch.all(out[2] == 0) and torch.all(lse[2] == float(lonely))
+    assert rel_error(out, ref_out) <= 1e-2 and rel_error(lse, ref_lse) <= 1e-3

@@ -1,0 +1,372 @@
+"""Tensor-core path of the sparse MLA decode (config ``PATH="mma"``): Gluon, NVIDIA sm_80+ only.
+
+The Triton kernel (``_mla_kernels.py``) runs 2D ``tl.dot``s with the heads as M: every warp then holds all of
+q (144 registers for 576 dims) and the dequantized K tile goes through shared memory twice. Here the four
+warps split the *dimensions* instead: warp ``w`` owns K/V bytes ``128 w .. 128 w + 127`` of the 512 fp8
+values (v32: exactly scale group ``w``; v4: groups ``2 w`` and ``2 w + 1``, group 7 being zero) and rope
+dims ``16 w .. 16 w + 15``. Every tensor has a leading warp axis of 4 and the MMAs are batched over it
+(``mma.sync.m16n8k16``, 16 head rows):
+
+- QK: partial scores ``s_w = q_w . K_w^T`` per warp, straight from the loaded bytes: ``cvt.rn.f16x2.e4m3x2``
+  makes the MMA's B fragment in place (exact; q enters as fp16 scaled per head row by a power of two so it
+  cannot overflow, the factor is taken back in fp32). The scale multiplies the fp32 partial score (one per
+  token and group), so K is never rounded; the rope dims (bf16) are a bf16 MMA on the same accumulator.
+  The partial scores are summed over the warps (``gl.sum`` over the warp axis: shared memory, one barrier).
+- softmax in exp2 space on the [16, BLOCK_T] scores, which every warp holds.
+- PV: ``acc_w += A_w . V_w`` with V_w the same fp16 values transposed (a layout conversion inside each
+  warp) and ``A_w = fp16(p * scale / R)`` per token of the warp's group: ``R`` is the largest scale the
+  warp's group has seen (a running maximum like the softmax's, taken out of ``acc`` in fp32), so
+  ``A <= 1`` never overflows fp16. v4's rope output columns 448-511 are ``bf16(p) . rope`` in bf16.
+
+The K order of every MMA is permuted (a sum does not care): lane ``c`` of a token's 4 lanes loads bytes
+``16 c .. 16 c + 15`` and ``64 + 16 c ..`` of its warp's 128, and memory byte ``16 c + 4 j + 2 f + e + 64 hh``
+is logical k ``e + 2 c + 8 f + 16 j`` of half ``hh`` (q is loaded in the same order), which is exactly
+the B fragment of ``m16n8k16``; the output columns are put back in memory order once, at the end.
+
+Numerics: q (after its power-of-two row factor) and the fp8 values are exact in fp16; products and sums
+are fp32. The roundings are fp16(p * scale / R) (relative 2^-11, or absolute 2^-25 where the product is
+below 2^-14: tokens whose scale is far below their group's largest) and bf16(p) for v4's rope columns.
+One query row, 16 heads and one split of the positions per program (as the Triton path); the combine
+kernel is the Triton path's.
+"""
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+
+WARPS = gl.constexpr(4)  # warps per program, one per 128 of the 512 fp8 dims
+HP = gl.constexpr(16)  # head rows per program (one MMA M tile)
+
+
+@gluon.constexpr_function
+def _mma3():
+    return gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1, 1], instr_shape=[1, 16, 8])
+
+
+@gluon.constexpr_function
+def _raw_layout(bt):
+    """[4, BT, 32] int32 words of each token's fp8 bytes: warp w holds words 32w .. 32w+31; lane c of a
+    token's 4 lanes words 4c .. 4c+3 and 16+4c .. 16+4c+3 (two 16-byte loads); lane // 4 the tokens."""
+    return gl.DistributedLinearLayout(
+        reg_bases=[[0, 0, 1], [0, 0, 2], [0, 0, 16]] + [[0, 8 << i, 0] for i in range((bt // 8).bit_length() - 1)],
+        lane_bases=[[0, 0, 4], [0, 0, 8], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+        warp_bases=[[1, 0, 0], [2, 0, 0]], block_bases=[], shape=[4, bt, 32])
+
+
+@gluon.constexpr_function
+def _rope_layout(bt):
+    """[4, BT, 16] bf16 rope dims: warp w dims 16w .. 16w+15, lane c dims 4c .. 4c+3 (one 8-byte load)."""
+    return gl.DistributedLinearLayout(
+        reg_bases=[[0, 0, 1], [0, 0, 2]] + [[0, 8 << i, 0] for i in range((bt // 8).bit_length() - 1)],
+        lane_bases=[[0, 0, 4], [0, 0, 8], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+        warp_bases=[[1, 0, 0], [2, 0, 0]], block_bases=[], shape=[4, bt, 16])
+
+
+@gluon.constexpr_function
+def _q_layout():
+    return gl.BlockedLayout([1, 1, 4], [1, 2, 16], [4, 1, 1], [2, 1, 0])
+
+
+@gluon.jit
+def _fp8x4_f16(w):
+    """int32 words of 4 fp8 e4m3 bytes -> 4 fp16 (exact), byte 0 first."""
+    return gl.inline_asm_elementwise(
+        "{ .reg .b16 lo, hi; .reg .b32 a, b; mov.b32 {lo, hi}, $4; cvt.rn.f16x2.e4m3x2 a, lo; "
+        "cvt.rn.f16x2.e4m3x2 b, hi; mov.b32 {$0, $1}, a; mov.b32 {$2, $3}, b; }",
+        "=h,=h,=h,=h,r", [w], dtype=(gl.float16, gl.float16, gl.float16, gl.float16), is_pure=True, pack=1)
+
+
+@gluon.jit
+def _k_operands(raw, BT: gl.constexpr):
+    """Raw words [4, BT, 32] -> the two halves' QK B operands [4, 64 (k), BT] fp16 in the permuted K order."""
+    b0, b1, b2, b3 = _fp8x4_f16(raw)
+    x = gl.join(gl.join(b0, b2), gl.join(b1, b3))  # [4, BT, 32 words, 2 (pair f), 2 (elem e)]: memory order
+    # word = 16 hh + 4 c + j -> [w, t, hh, c, j, f, e]; logical k = e + 2c + 8f + 16j -> [w, j, f, c, e, t, hh]
+    x = x.reshape((4, BT, 2, 4, 4, 2, 2)).permute((0, 4, 5, 3, 6, 1, 2)).reshape((4, 64, BT, 2))
+    k0, k1 = gl.split(x)
+    b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=_mma3(), k_width=2)
+    return gl.convert_layout(k0, b_op, assert_trivial=True), gl.convert_layout(k1, b_op, assert_trivial=True)
+
+
+@gluon.jit
+def _rope_operand(rope, BT: gl.constexpr):
+    """Rope [4, BT, 16] bf16 -> the QK B operand [4, 16 (k), BT]: memory dim 4c + 2f + e is k e + 2c + 8f."""
+    x = rope.reshape((4, BT, 4, 2, 2)).permute((0, 3, 2, 4, 1)).reshape((4, 16, BT))
+    b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=_mma3(), k_width=2)
+    return gl.convert_layout(x, b_op, assert_trivial=True)
+
+
+@gluon.jit
+def _v_operand(k_op):
+    """A QK B operand [4, K, BT] -> the PV B operand [4, BT, K] (the transpose, inside each warp)."""
+    b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=_mma3(), k_width=2)
+    return gl.convert_layout(k_op.permute((0, 2, 1)), b_op)
+
+
+@gluon.jit
+def _unpermute(acc, N: gl.constexpr):
+    """[4, 16, 64] (half) or [4, 16, 16] (rope) in logical k order -> memory order of the warp's dims."""
+    if N == 64:  # logical e + 2c + 8f + 16j -> memory 16c + 4j + 2f + e
+        out = acc.reshape((4, 16, 4, 2, 4, 2)).permute((0, 1, 4, 2, 3, 5)).reshape((4, 16, 64))
+    else:  # logical e + 2c + 8f -> memory 4c + 2f + e
+        out = acc.reshape((4, 16, 2, 4, 2)).permute((0, 1, 3, 2, 4)).reshape((4, 16, 16))
+    return out
+
+
+@gluon.jit
+def _perm64(k):
+    """Memory position (within a half) of logical k: e + 2c + 8f + 16j -> 16c + 4j + 2f + e."""
+    return 16 * ((k >> 1) & 3) + 4 * (k >> 4) + 2 * ((k >> 3) & 1) + (k & 1)
+
+
+@gluon.jit
+def _perm16(k):
+    """Memory rope dim (within a warp's 16) of logical k: e + 2c + 8f -> 4c + 2f + e."""
+    return 4 * ((k >> 1) & 3) + 2 * (k >> 3) + (k & 1)
+
+
+@gluon.jit
+def _load_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr):
+    """q of the program's 16 head rows (``rows``: row * H + head, int64) as fp16 A operands (two halves
+    [4, 16, 64] in the permuted K order), scaled per row by a power of two 2^-e that puts the row's largest
+    |q| in [2^14, 2^15) (bf16 values are then exact fp16 down to 2^-28 of it), the rope A operand
+    [4, 16, 16] bf16 (same factor) and the factors' inverse 2^e [16] (score layout)."""
+    D_QK: gl.constexpr = 576 if LAYOUT == 0 else 512
+    NOPE: gl.constexpr = 512 if LAYOUT == 0 else 448
+    ql: gl.constexpr = _q_layout()
+    w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ql)))[:, None, None]
+    k = gl.arange(0, 64, layout=gl.SliceLayout(0, gl.SliceLayout(1, ql)))[None, None, :]
+    kr = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, ql)))[None, None, :]
+    base = q_ptr + gl.convert_layout(rows, gl.SliceLayout(0, gl.SliceLayout(2, ql)))[None, :, None] * D_QK
+    rmask = gl.convert_layout(hmask, gl.SliceLayout(0, gl.SliceLayout(2, ql)))[None, :, None]
+    d0 = 128 * w + _perm64(k)
+    q0 = gl.load(base + d0, mask=rmask & (d0 < NOPE), other=0.0).to(gl.float32)
+    q1 = gl.load(base + d0 + 64, mask=rmask & (d0 + 64 < NOPE), other=0.0).to(gl.float32)
+    qr = gl.load(base + NOPE + 16 * w + _perm16(kr), mask=rmask, other=0.0).to(gl.float32)
+    big = gl.maximum(gl.max(gl.max(gl.maximum(gl.abs(q0), gl.abs(q1)), axis=2), axis=0),
+                     gl.max(gl.max(gl.abs(qr), axis=2), axis=0))  # [16]
+    e = gl.maximum(((big.to(gl.int32, bitcast=True) >> 23) & 0xFF) - 127 - 14, -126)  # 2^-e max|q| in [2^14, 2^15)
+    down = ((127 - e) << 23).to(gl.float32, bitcast=True)[None, :, None]
+    a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma3(), k_width=2)
+    rows_l: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(0, _mma3()))
+    up = gl.convert_layout(((127 + e) << 23).to(gl.float32, bitcast=True), rows_l)
+    return (gl.convert_layout((q0 * down).to(gl.float16), a_op), gl.convert_layout((q1 * down).to(gl.float16), a_op),
+            gl.convert_layout((qr * down).to(gl.bfloat16), a_op), up)
+
+
+@gluon.jit
+def _tile_ids(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit, BT: gl.constexpr,
+              layout: gl.constexpr):
+    """Token ids [BT] (in ``layout``) of tile ``tile``: main cache below ``tiles_main``, then the extra cache;
+    -1 where masked by the lengths or past this split's ``hi`` (such a tile reads no memory)."""
+    main = tile < tiles_main
+    offs = gl.where(main, tile, tile - tiles_main) * BT + gl.arange(0, BT, layout=layout)
+    ptr = gl.where(main, idx_ptr + row.to(gl.int64) * T, xidx_ptr + row.to(gl.int64) * TX)
+    return gl.load(ptr + offs, mask=offs < gl.where(tile < hi, gl.where(main, limit, xlimit), 0), other=-1)
+
+
+@gluon.jit
+def _token_rows(ids, n_tok, page_stride, PAGE: gl.constexpr, LAYOUT: gl.constexpr):
+    """Byte offsets of the tokens' rows (v4: and of their 8 scale bytes) and their validity (invalid: token 0,
+    never read)."""
+    valid = (ids >= 0) & (ids < n_tok)
+    t = gl.where(valid, ids, 0)
+    page = (t // PAGE).to(gl.int64) * page_stride
+    off = t % PAGE
+    if LAYOUT == 0:
+        return page + off * 656, page, valid
+    return page + off * 576, page + PAGE * 576 + off * 8, valid
+
+
+@gluon.jit
+def _gather(ids_k, ids_s, u8, bf, f32, n_tok, page_stride, PAGE: gl.constexpr, LAYOUT: gl.constexpr,
+            BT: gl.constexpr):
+    """One tile's raw fp8 words [4, BT, 32], rope [4, BT, 16] bf16, the two halves' scales [4, BT] fp32 (0
+    where invalid) and validity [BT] (score layout), from token ids in the K layout and in the score layout."""
+    mma: gl.constexpr = _mma3()
+    raw_l: gl.constexpr = _raw_layout(BT)
+    rope_l: gl.constexpr = _rope_layout(BT)
+    sc_l: gl.constexpr = gl.SliceLayout(1, mma)
+    base, _, valid_k = _token_rows(ids_k, n_tok, page_stride, PAGE, LAYOUT)
+    w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, raw_l)))[:, None, None]
+    word = 32 * w + gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, raw_l)))[None, None, :]
+    kmask = valid_k[None, :, None]
+    if LAYOUT == 1:
+        kmask = kmask & (word < 112)  # words 112-127 hold rope bytes: v4's eighth group is 0
+    words = u8.to(gl.pointer_type(gl.int32), bitcast=True)
+    raw = gl.load(words + (base // 4)[None, :, None] + word, mask=kmask, other=0)
+    base_r = gl.convert_layout(base, gl.SliceLayout(0, gl.SliceLayout(2, rope_l)), assert_trivial=True)
+    valid_r = gl.convert_layout(valid_k, gl.SliceLayout(0, gl.SliceLayout(2, rope_l)), assert_trivial=True)
+    wr = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, rope_l)))[:, None, None]
+    dr = 16 * wr + gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, rope_l)))[None, None, :]
+    ROPE: gl.constexpr = 264 if LAYOUT == 0 else 224  # bf16 elements into the token's row
+    rope = gl.load(bf + (base_r // 2 + ROPE)[None, :, None] + dr, mask=valid_r[None, :, None], other=0.0)
+    sbase, spage, valid_s = _token_rows(ids_s, n_tok, page_stride, PAGE, LAYOUT)
+    ws = gl.arange(0, 4, layout=gl.SliceLayout(1, sc_l))[:, None]
+    smask = valid_s[None, :]
+    if LAYOUT == 0:
+        sc0 = gl.load(f32 + (sbase // 4 + 128)[None, :] + ws, mask=smask, other=0.0)
+        sc1 = sc0
+    else:
+        e0 = gl.load(u8 + spage[None, :] + 2 * ws, mask=smask, other=0).to(gl.int32)
+        e1 = gl.load(u8 + spage[None, :] + 2 * ws + 1, mask=smask & (ws < 3), other=0).to(gl.int32)
+        sc0 = (e0 << 23).to(gl.float32, bitcast=True)  # UE8M0 2^(e - 127), exact
+        sc1 = (e1 << 23).to(gl.float32, bitcast=True)
+    valid = gl.convert_layout(valid_s, gl.SliceLayout(0, gl.SliceLayout(0, mma)), assert_trivial=True)
+    return raw, rope, sc0, sc1, valid
+
+
+@gluon.jit
+def _pv_weights(p3, sc, ref, alpha3):
+    """fp16 PV weights [4, 16, BT] of one half, ``p * scale / ref_new``, with ``ref_new`` [4, 16, 1] the
+    largest weight a (warp group, head) has had (the old one carried by ``alpha``), so every weight is at
+    most 1 and the largest ones keep fp16's 11 bits; and the factor taking ``acc`` to the new reference."""
+    w = p3 * sc[:, None, :]
+    new = gl.maximum(ref * alpha3, gl.max(w, axis=2, keep_dims=True))
+    inv = gl.where(new > 0, 1.0 / new, 0.0)
+    return new, gl.where(new > 0, ref * alpha3 * inv, 1.0), (w * inv).to(gl.float16)
+
+
+@gluon.jit
+def _attend(qa0, qa1, qra, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, raw, rope, sc0, sc1, valid,
+            LAYOUT: gl.constexpr, BT: gl.constexpr):
+    """One online-softmax step over a tile (exp2 space)."""
+    mma: gl.constexpr = _mma3()
+    a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    k0, k1 = _k_operands(raw, BT)
+    r_op = _rope_operand(rope, BT)
+    zero = gl.zeros((4, HP, BT), gl.float32, layout=mma)
+    if LAYOUT == 0:  # one scale group per warp
+        part = mma_v2(qa1, k1, mma_v2(qa0, k0, zero)) * sc0[:, None, :]
+    else:
+        part = mma_v2(qa0, k0, zero) * sc0[:, None, :] + mma_v2(qa1, k1, zero) * sc1[:, None, :]
+    part = mma_v2(qra, r_op, part)
+    s = gl.sum(part, axis=0) * qk_scale[:, None]  # [16, BT]: the warps' partial scores
+    s = gl.where(valid[None, :], s, float("-inf"))
+    m_new = gl.maximum(m, gl.max(s, axis=1))
+    alpha = gl.exp2(m - m_new)
+    p = gl.exp2(s - m_new[:, None])
+    l = l * alpha + gl.sum(p, axis=1)
+    p3 = p[None, :, :]
+    alpha3 = alpha[:, None][None, :, :]
+    ref0, f0, w0 = _pv_weights(p3, sc0, ref0, alpha3)
+    ref1, f1, w1 = _pv_weights(p3, sc1, ref1, alpha3)
+    acc0 = mma_v2(gl.convert_layout(w0, a_op), _v_operand(k0), acc0 * f0)
+    acc1 = mma_v2(gl.convert_layout(w1, a_op), _v_operand(k1), acc1 * f1)
+    if LAYOUT == 1:  # the rope values are output columns 448-511
+        pb = gl.convert_layout((p3 + zero).to(gl.bfloat16), a_op)
+        acc_r = mma_v2(pb, _v_operand(r_op), acc_r * alpha3)
+    return m_new, l, acc0, acc1, acc_r, ref0, ref1
+
+
+@gluon.constexpr_function
+def _store_layout():
+    return gl.BlockedLayout([1, 4], [1, 32], [4, 1], [1, 0])
+
+
+@gluon.jit
+def _output(acc0, acc1, acc_r, ref0, ref1, inv):
+    """Normalized output [16, 512] and v4's rope columns [16, 64] in memory order (store layout)."""
+    inv3 = inv[:, None][None, :, :]
+    o0 = _unpermute(acc0 * (inv3 * ref0), 64)
+    o1 = _unpermute(acc1 * (inv3 * ref1), 64)
+    o = gl.join(o0, o1).permute((1, 0, 3, 2)).reshape((HP, 512))  # column 128 w + 64 hh + m
+    o_r = _unpermute(acc_r * inv3, 16).permute((1, 0, 2)).reshape((HP, 64))  # column 448 + 16 w + dd
+    st: gl.constexpr = _store_layout()
+    return gl.convert_layout(o, st), gl.convert_layout(o_r, st)
+
+
+@gluon.jit
+def _store_rows(ptr, o, o_r, rows, hmask, LAYOUT: gl.constexpr):
+    """Store [16, 512] (v4: its first 448 columns, then the rope part at column 448) as rows of 512."""
+    st: gl.constexpr = _store_layout()
+    rows = gl.convert_layout(rows, gl.SliceLayout(1, st))[:, None]
+    hm = gl.convert_layout(hmask, gl.SliceLayout(1, st))[:, None]
+    cols = gl.arange(0, 512, layout=gl.SliceLayout(0, st))[None, :]
+    if LAYOUT == 0:
+        gl.store(ptr + rows * 512 + cols, o.to(ptr.dtype.element_ty), mask=hm)
+    else:
+        gl.store(ptr + rows * 512 + cols, o.to(ptr.dtype.element_ty), mask=hm & (cols < 448))
+        cr = gl.arange(0, 64, layout=gl.SliceLayout(0, st))[None, :]
+        gl.store(ptr + rows * 512 + 448 + cr, o_r.to(ptr.dtype.element_ty), mask=hm)
+
+
+@gluon.jit
+def mla_decode_mma_kernel(
+    q_ptr, u8, bf, f32, idx_ptr, len_ptr, n_tok, page_stride, T,
+    xu8, xbf, xf32, xidx_ptr, xlen_ptr, x_n_tok, x_page_stride, TX,
+    sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, S_q, H, scale_log2,
+    LAYOUT: gl.constexpr, PAGE: gl.constexpr, BLOCK_T: gl.constexpr, H_TILE: gl.constexpr,
+    NUM_SPLITS: gl.constexpr, HAS_LEN: gl.constexpr, HAS_XLEN: gl.constexpr, HAS_SINK: gl.constexpr,
+    LONELY_POS: gl.constexpr,
+):
+    """Partial (or, with NUM_SPLITS == 1, final) attention of one (head tile, row, split); the arguments are
+    those of ``_mla_kernels.mla_decode_kernel``. The next tile's bytes are loaded while one computes."""
+    mma: gl.constexpr = _mma3()
+    rows_l: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(0, mma))
+    ids_k_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(2, _raw_layout(BLOCK_T)))
+    ids_s_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(1, mma))
+    pid_h = gl.program_id(0)
+    row = gl.program_id(1)
+    split = gl.program_id(2)
+    b = row // S_q
+    r = gl.arange(0, HP, layout=rows_l)
+    heads = pid_h * H_TILE + r
+    hmask = (r < H_TILE) & (heads < H)
+    qrows = row.to(gl.int64) * H + heads
+    qa0, qa1, qra, up = _load_q(q_ptr, qrows, hmask, LAYOUT)
+    qk_scale = up * scale_log2
+    m = gl.full((HP,), -1e30, gl.float32, layout=rows_l)
+    l = gl.zeros((HP,), gl.float32, layout=rows_l)
+    acc0 = gl.zeros((4, HP, 64), gl.float32, layout=mma)
+    acc1 = gl.zeros((4, HP, 64), gl.float32, layout=mma)
+    acc_r = gl.zeros((4, HP, 16), gl.float32, layout=mma)
+    ref0 = gl.zeros((4, HP, 1), gl.float32, layout=mma)  # acc0 is in units of ref0 (see _pv_weights)
+    ref1 = gl.zeros((4, HP, 1), gl.float32, layout=mma)
+    tiles_main = gl.cdiv(T, BLOCK_T)
+    tiles = tiles_main + gl.cdiv(TX, BLOCK_T)
+    per_split = gl.cdiv(tiles, NUM_SPLITS)
+    lo = split * per_split
+    hi = gl.minimum(lo + per_split, tiles)
+    limit = T
+    if HAS_LEN:
+        limit = gl.minimum(T, gl.load(len_ptr + b))
+    xlimit = TX
+    if HAS_XLEN:
+        xlimit = gl.minimum(TX, gl.load(xlen_ptr + b))
+    ik = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
+    i_s = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
+    main = lo < tiles_main
+    raw, rope, sc0, sc1, valid = _gather(ik, i_s, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
+                                         gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
+                                         gl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, BLOCK_T)
+    for tile in range(lo, hi):
+        nxt = tile + 1
+        ik = _tile_ids(idx_ptr, xidx_ptr, row, nxt, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
+        i_s = _tile_ids(idx_ptr, xidx_ptr, row, nxt, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
+        main = nxt < tiles_main
+        raw1, rope1, sc01, sc11, valid1 = _gather(ik, i_s, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
+                                                  gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
+                                                  gl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, BLOCK_T)
+        m, l, acc0, acc1, acc_r, ref0, ref1 = _attend(qa0, qa1, qra, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1,
+                                                      raw, rope, sc0, sc1, valid, LAYOUT, BLOCK_T)
+        raw, rope, sc0, sc1, valid = raw1, rope1, sc01, sc11, valid1
+    inv = gl.where(l > 0, 1.0 / l, 0.0)
+    lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
+    o, o_r = _output(acc0, acc1, acc_r, ref0, ref1, inv)
+    if NUM_SPLITS == 1:
+        lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
+        if HAS_SINK:
+            sink = gl.load(sink_ptr + heads, mask=hmask, other=0.0)
+            factor = gl.convert_layout(1.0 / (1.0 + gl.exp(sink - lse)), gl.SliceLayout(1, _store_layout()))
+            o = o * factor[:, None]
+            o_r = o_r * factor[:, None]
+        if LONELY_POS:
+            lse = gl.where(lse2 == float("-inf"), float("inf"), lse)
+        gl.store(lse_ptr + (b * H + heads) * S_q + row % S_q, lse, mask=hmask)
+        _store_rows(out_ptr, o, o_r, qrows, hmask, LAYOUT)
+    else:
+        prow = (row.to(gl.int64) * NUM_SPLITS + split) * H + heads
+        gl.store(part_lse_ptr + prow, lse2, mask=hmask)
+        _store_rows(part_o_ptr, o, o_r, prow, hmask, LAYOUT)
