@@ -37,6 +37,10 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 WARPS = gl.constexpr(4)  # warps per program, one per 128 of the 512 fp8 dims
 HP = gl.constexpr(16)  # head rows per program (one MMA M tile)
+import os
+V_SMEM = gl.constexpr(os.environ.get("MLA_VSMEM", "1") == "1")
+V_ORDER = gl.constexpr([int(c) for c in os.environ.get("MLA_VORDER", "1,2,0").split(",")])
+V_VEC = gl.constexpr(int(os.environ.get("MLA_VVEC", "8")))
 
 
 @gluon.constexpr_function
@@ -98,10 +102,16 @@ def _rope_operand(rope, BT: gl.constexpr):
 
 
 @gluon.jit
-def _v_operand(k_op):
-    """A QK B operand [4, K, BT] -> the PV B operand [4, BT, K] (the transpose, inside each warp)."""
+def _v_operand(k_op, buf):
+    """A QK B operand [4, K, BT] -> the PV B operand [4, BT, K] (the transpose, inside each warp), through the
+    shared-memory tile ``buf`` [4, K, BT]."""
     b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=_mma3(), k_width=2)
-    return gl.convert_layout(k_op.permute((0, 2, 1)), b_op)
+    if V_SMEM:
+        buf.store(k_op)
+        out = buf.permute((0, 2, 1)).load(b_op)
+    else:
+        out = gl.convert_layout(k_op.permute((0, 2, 1)), b_op)
+    return out
 
 
 @gluon.jit
@@ -217,47 +227,67 @@ def _gather(ids_k, ids_s, u8, bf, f32, n_tok, page_stride, PAGE: gl.constexpr, L
     return raw, rope, sc0, sc1, valid
 
 
-@gluon.jit
-def _pv_weights(p3, sc, ref, alpha3):
-    """fp16 PV weights [4, 16, BT] of one half, ``p * scale / ref_new``, with ``ref_new`` [4, 16, 1] the
-    largest weight a (warp group, head) has had (the old one carried by ``alpha``), so every weight is at
-    most 1 and the largest ones keep fp16's 11 bits; and the factor taking ``acc`` to the new reference."""
-    w = p3 * sc[:, None, :]
-    new = gl.maximum(ref * alpha3, gl.max(w, axis=2, keep_dims=True))
-    inv = gl.where(new > 0, 1.0 / new, 0.0)
-    return new, gl.where(new > 0, ref * alpha3 * inv, 1.0), (w * inv).to(gl.float16)
+# PV weights are stored relative to a reference per (warp, head) (``acc`` is in units of it): at most
+# REBASE times it, so fp16 never overflows; the reference follows the softmax's max (times alpha, no pass
+# over ``acc``) and is raised, with one pass over ``acc``, only when a tile's weights exceed that bound.
+REBASE = gl.constexpr(32768.0)
 
 
 @gluon.jit
-def _attend(qa0, qa1, qra, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, raw, rope, sc0, sc1, valid,
-            LAYOUT: gl.constexpr, BT: gl.constexpr):
-    """One online-softmax step over a tile (exp2 space)."""
+def _rebase(acc, ref, top):
+    """Raise ``ref`` [4, 16, 1] to at least this tile's largest weight ``top`` and ``acc`` with it."""
+    new = gl.maximum(ref, top)
+    return acc * gl.where(new > 0, ref / new, 1.0), new
+
+
+@gluon.jit
+def _weights(w, ref, A_OP: gl.constexpr, dtype: gl.constexpr):
+    """PV weights over their reference, as the MMA's A operand."""
+    return gl.convert_layout((w * gl.where(ref > 0, 1.0 / ref, 0.0)).to(dtype), A_OP)
+
+
+@gluon.jit
+def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r, raw, rope, sc0, sc1, valid,
+            vbuf0, vbuf1, rbuf, LAYOUT: gl.constexpr, BT: gl.constexpr):
+    """One online-softmax step over a tile (exp2 space). ``acc0``/``acc1``/``acc_r`` hold the output sums in
+    units of ``ref0``/``ref1``/``ref_r`` (see REBASE)."""
     mma: gl.constexpr = _mma3()
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     k0, k1 = _k_operands(raw, BT)
     r_op = _rope_operand(rope, BT)
     zero = gl.zeros((4, HP, BT), gl.float32, layout=mma)
     if LAYOUT == 0:  # one scale group per warp
-        part = mma_v2(qa1, k1, mma_v2(qa0, k0, zero)) * sc0[:, None, :]
+        part = mma_v2(qs1.load(a_op), k1, mma_v2(qs0.load(a_op), k0, zero)) * sc0[:, None, :]
     else:
-        part = mma_v2(qa0, k0, zero) * sc0[:, None, :] + mma_v2(qa1, k1, zero) * sc1[:, None, :]
-    part = mma_v2(qra, r_op, part)
+        part = (mma_v2(qs0.load(a_op), k0, zero) * sc0[:, None, :]
+                + mma_v2(qs1.load(a_op), k1, zero) * sc1[:, None, :])
+    part = mma_v2(qsr.load(a_op), r_op, part)
     s = gl.sum(part, axis=0) * qk_scale[:, None]  # [16, BT]: the warps' partial scores
     s = gl.where(valid[None, :], s, float("-inf"))
     m_new = gl.maximum(m, gl.max(s, axis=1))
     alpha = gl.exp2(m - m_new)
     p = gl.exp2(s - m_new[:, None])
     l = l * alpha + gl.sum(p, axis=1)
-    p3 = p[None, :, :]
     alpha3 = alpha[:, None][None, :, :]
-    ref0, f0, w0 = _pv_weights(p3, sc0, ref0, alpha3)
-    ref1, f1, w1 = _pv_weights(p3, sc1, ref1, alpha3)
-    acc0 = mma_v2(gl.convert_layout(w0, a_op), _v_operand(k0), acc0 * f0)
-    acc1 = mma_v2(gl.convert_layout(w1, a_op), _v_operand(k1), acc1 * f1)
+    ref0 = ref0 * alpha3
+    ref1 = ref1 * alpha3
+    ref_r = ref_r * alpha3
+    p3 = p[None, :, :] + zero
+    w0 = p3 * sc0[:, None, :]
+    w1 = p3 * sc1[:, None, :]
+    top0 = gl.max(w0, axis=2, keep_dims=True)
+    top1 = gl.max(w1, axis=2, keep_dims=True)
+    top_r = gl.max(p3, axis=2, keep_dims=True)
+    grow = (top0 > ref0 * REBASE) | (top1 > ref1 * REBASE) | (top_r > ref_r * REBASE)
+    if gl.max(gl.max(gl.max(grow.to(gl.int32), axis=2), axis=1), axis=0) > 0:  # rare: one pass over acc
+        acc0, ref0 = _rebase(acc0, ref0, top0)
+        acc1, ref1 = _rebase(acc1, ref1, top1)
+        acc_r, ref_r = _rebase(acc_r, ref_r, top_r)
+    acc0 = mma_v2(_weights(w0, ref0, a_op, gl.float16), _v_operand(k0, vbuf0), acc0)
+    acc1 = mma_v2(_weights(w1, ref1, a_op, gl.float16), _v_operand(k1, vbuf1), acc1)
     if LAYOUT == 1:  # the rope values are output columns 448-511
-        pb = gl.convert_layout((p3 + zero).to(gl.bfloat16), a_op)
-        acc_r = mma_v2(pb, _v_operand(r_op), acc_r * alpha3)
-    return m_new, l, acc0, acc1, acc_r, ref0, ref1
+        acc_r = mma_v2(_weights(p3, ref_r, a_op, gl.bfloat16), _v_operand(r_op, rbuf), acc_r)
+    return m_new, l, acc0, acc1, acc_r, ref0, ref1, ref_r
 
 
 @gluon.constexpr_function
@@ -266,13 +296,13 @@ def _store_layout():
 
 
 @gluon.jit
-def _output(acc0, acc1, acc_r, ref0, ref1, inv):
+def _output(acc0, acc1, acc_r, ref0, ref1, ref_r, inv):
     """Normalized output [16, 512] and v4's rope columns [16, 64] in memory order (store layout)."""
     inv3 = inv[:, None][None, :, :]
     o0 = _unpermute(acc0 * (inv3 * ref0), 64)
     o1 = _unpermute(acc1 * (inv3 * ref1), 64)
     o = gl.join(o0, o1).permute((1, 0, 3, 2)).reshape((HP, 512))  # column 128 w + 64 hh + m
-    o_r = _unpermute(acc_r * inv3, 16).permute((1, 0, 2)).reshape((HP, 64))  # column 448 + 16 w + dd
+    o_r = _unpermute(acc_r * (inv3 * ref_r), 16).permute((1, 0, 2)).reshape((HP, 64))  # column 448 + 16 w + dd
     st: gl.constexpr = _store_layout()
     return gl.convert_layout(o, st), gl.convert_layout(o_r, st)
 
@@ -302,7 +332,8 @@ def mla_decode_mma_kernel(
     LONELY_POS: gl.constexpr,
 ):
     """Partial (or, with NUM_SPLITS == 1, final) attention of one (head tile, row, split); the arguments are
-    those of ``_mla_kernels.mla_decode_kernel``. The next tile's bytes are loaded while one computes."""
+    those of ``_mla_kernels.mla_decode_kernel``. The next tile's bytes are loaded while one computes, and the
+    ids two tiles ahead (so no load waits on another inside a step)."""
     mma: gl.constexpr = _mma3()
     rows_l: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(0, mma))
     ids_k_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(2, _raw_layout(BLOCK_T)))
@@ -316,14 +347,23 @@ def mla_decode_mma_kernel(
     hmask = (r < H_TILE) & (heads < H)
     qrows = row.to(gl.int64) * H + heads
     qa0, qa1, qra, up = _load_q(q_ptr, qrows, hmask, LAYOUT)
+    q_sh: gl.constexpr = gl.SwizzledSharedLayout(8, 1, 8, order=[2, 1, 0])
+    qs0 = gl.allocate_shared_memory(gl.float16, [4, HP, 64], q_sh, qa0)  # read back per tile: fewer registers
+    qs1 = gl.allocate_shared_memory(gl.float16, [4, HP, 64], q_sh, qa1)
+    qsr = gl.allocate_shared_memory(gl.bfloat16, [4, HP, 16], q_sh, qra)
     qk_scale = up * scale_log2
     m = gl.full((HP,), -1e30, gl.float32, layout=rows_l)
     l = gl.zeros((HP,), gl.float32, layout=rows_l)
     acc0 = gl.zeros((4, HP, 64), gl.float32, layout=mma)
     acc1 = gl.zeros((4, HP, 64), gl.float32, layout=mma)
     acc_r = gl.zeros((4, HP, 16), gl.float32, layout=mma)
-    ref0 = gl.zeros((4, HP, 1), gl.float32, layout=mma)  # acc0 is in units of ref0 (see _pv_weights)
+    ref0 = gl.zeros((4, HP, 1), gl.float32, layout=mma)  # acc0 is in units of ref0 (see REBASE)
     ref1 = gl.zeros((4, HP, 1), gl.float32, layout=mma)
+    ref_r = gl.zeros((4, HP, 1), gl.float32, layout=mma)
+    v_sh: gl.constexpr = gl.SwizzledSharedLayout(V_VEC, 1, 8, order=V_ORDER)
+    vbuf0 = gl.allocate_shared_memory(gl.float16, [4, 64, BLOCK_T], v_sh)
+    vbuf1 = gl.allocate_shared_memory(gl.float16, [4, 64, BLOCK_T], v_sh)
+    rbuf = gl.allocate_shared_memory(gl.bfloat16, [4, 16, BLOCK_T], v_sh)
     tiles_main = gl.cdiv(T, BLOCK_T)
     tiles = tiles_main + gl.cdiv(TX, BLOCK_T)
     per_split = gl.cdiv(tiles, NUM_SPLITS)
@@ -341,20 +381,23 @@ def mla_decode_mma_kernel(
     raw, rope, sc0, sc1, valid = _gather(ik, i_s, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
                                          gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
                                          gl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, BLOCK_T)
+    ik = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
+    i_s = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
     for tile in range(lo, hi):
-        nxt = tile + 1
-        ik = _tile_ids(idx_ptr, xidx_ptr, row, nxt, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
-        i_s = _tile_ids(idx_ptr, xidx_ptr, row, nxt, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
-        main = nxt < tiles_main
+        # the next tile's bytes (ids loaded a tile ago) and the ids of the tile after it, then this tile's math
+        main = tile + 1 < tiles_main
         raw1, rope1, sc01, sc11, valid1 = _gather(ik, i_s, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
                                                   gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
                                                   gl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, BLOCK_T)
-        m, l, acc0, acc1, acc_r, ref0, ref1 = _attend(qa0, qa1, qra, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1,
-                                                      raw, rope, sc0, sc1, valid, LAYOUT, BLOCK_T)
+        ik = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
+        i_s = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
+        m, l, acc0, acc1, acc_r, ref0, ref1, ref_r = _attend(
+            qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r, raw, rope, sc0, sc1, valid, vbuf0,
+            vbuf1, rbuf, LAYOUT, BLOCK_T)
         raw, rope, sc0, sc1, valid = raw1, rope1, sc01, sc11, valid1
     inv = gl.where(l > 0, 1.0 / l, 0.0)
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
-    o, o_r = _output(acc0, acc1, acc_r, ref0, ref1, inv)
+    o, o_r = _output(acc0, acc1, acc_r, ref0, ref1, ref_r, inv)
     if NUM_SPLITS == 1:
         lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
         if HAS_SINK:

@@ -2,7 +2,7 @@
 
 For DeepSeek-V3.2 (TP 8: H 16, top-k 2048, page 64) and V4-Flash (TP 8: H 8, top-k 512 + window 128,
 page 256, sink) at B = 1, 8, 64, 256 (S_q 1): the best config of a swept subset of the space, the best
-SGLang SM120 hand-picked config, the torch reference, and the fraction of the roofline
+SGLang SM120 hand-picked config, the best of each code path (PATH "triton" and the Gluon "mma"), the torch reference, and the fraction of the roofline
 max(bytes / copy bandwidth, FLOPs / bf16 matmul throughput) / time, both measured in this run.
 Kernels are timed as CUDA-graph replays over rotating input sets (> 150 MB per replay, so L2 does
 not hold them), median of the replays. Also prints the CUDA-graph launch floor (1 and 2 tiny kernels
@@ -26,8 +26,11 @@ MODELS = {
     "V4-Flash TP8": dict(S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128, has_sink=True),
 }
 BATCHES = (1, 8, 64, 256)
-SWEEP = [dict(BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=w, num_stages=st)
-         for bt, ns, w, st in itertools.product((16, 32, 64), (1, 2, 4, 8, 16, 32, 64), (4, 8), (1, 3))]
+SPLITS = (1, 2, 4, 8, 16, 32, 64)
+SWEEP = [dict(PATH="triton", BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=w, num_stages=st)
+         for bt, ns, w, st in itertools.product((16, 32, 64), SPLITS, (4, 8), (1, 3))]
+SWEEP += [dict(PATH="mma", BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=4, num_stages=1)
+          for bt, ns in itertools.product((16, 32), SPLITS)]
 
 
 def _events(fn: Any, reps: int) -> list[float]:
@@ -128,8 +131,9 @@ def main(budget_s: float) -> None:
         precompile(fields, SWEEP + baselines)
     print(f"precompiled in {time.time() - t0:.0f} s", flush=True)
     t0 = time.time()  # the sweep budget starts after compilation
-    print("| model | B | tuned us | config | SGLang best us | torch ref us | roofline us | tuned % | SGLang % |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | B | tuned us | config PATH/BT/H_TILE/SPLITS/warps/stages | best triton us | best mma us | "
+          "SGLang best us | torch ref us | roofline us | tuned % | SGLang % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for (name, fields), batch in itertools.product(MODELS.items(), BATCHES):
         problem = SparseDecodeProblem(B=batch, **fields)
@@ -137,16 +141,21 @@ def main(budget_s: float) -> None:
         n_sets = max(2, min(128, math.ceil(150e6 / cost.bytes)))
         sets = [KERNEL.make_inputs(problem, seed, "cuda") for seed in range(n_sets)]
         deadline = t0 + budget_s * (len(rows) + 1) / (len(MODELS) * len(BATCHES))
-        tuned, cfg = best(sets, SWEEP, problem, deadline)
+        triton_only = [c for c in SWEEP if c["PATH"] == "triton"]
+        mma_only = [c for c in SWEEP if c["PATH"] == "mma"]
+        mma_t, mma_cfg = best(sets, mma_only, problem, math.inf) if torch.cuda.get_device_capability()[0] >= 8 else (math.inf, {})
+        triton_t, triton_cfg = best(sets, triton_only, problem, deadline)
+        tuned, cfg = min((mma_t, mma_cfg), (triton_t, triton_cfg), key=lambda r: r[0])
         sglang, _ = best(sets, baselines, problem, math.inf)
         ref = sorted(_events(lambda: sparse_decode_ref(**sets[0]), 5))[2] * 1e-3
         roof = max(cost.bytes / bw, cost.flops / flops)
-        row = dict(model=name, B=batch, tuned_us=tuned * 1e6, config=cfg, sglang_us=sglang * 1e6, ref_us=ref * 1e6,
+        row = dict(model=name, B=batch, tuned_us=tuned * 1e6, config=cfg, triton_us=triton_t * 1e6, mma_us=mma_t * 1e6, sglang_us=sglang * 1e6, ref_us=ref * 1e6,
                    roofline_us=roof * 1e6, tuned_frac=roof / tuned, sglang_frac=roof / sglang, sets=n_sets)
         rows.append(row)
-        short = "/".join(str(cfg.get(k)) for k in ("BLOCK_T", "H_TILE", "NUM_SPLITS", "num_warps", "num_stages"))
-        print(f"| {name} | {batch} | {tuned * 1e6:.1f} | {short} | {sglang * 1e6:.1f} | {ref * 1e6:.0f} | "
-              f"{roof * 1e6:.1f} | {100 * roof / tuned:.0f}% | {100 * roof / sglang:.0f}% |", flush=True)
+        short = "/".join(str(cfg.get(k)) for k in ("PATH", "BLOCK_T", "H_TILE", "NUM_SPLITS", "num_warps", "num_stages"))
+        print(f"| {name} | {batch} | {tuned * 1e6:.1f} | {short} | {triton_t * 1e6:.1f} | {mma_t * 1e6:.1f} | "
+              f"{sglang * 1e6:.1f} | {ref * 1e6:.0f} | {roof * 1e6:.1f} | {100 * roof / tuned:.0f}% | "
+              f"{100 * roof / sglang:.0f}% |", flush=True)
         del sets
         torch.cuda.empty_cache()
     print(json.dumps(dict(copy_Bps=bw, matmul_flops=flops, rows=rows)))
