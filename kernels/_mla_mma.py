@@ -13,10 +13,14 @@ dims ``16 w .. 16 w + 15``. Every tensor has a leading warp axis of 4 and the MM
   token and group), so K is never rounded; the rope dims (bf16) are a bf16 MMA on the same accumulator.
   The partial scores are summed over the warps (``gl.sum`` over the warp axis: shared memory, one barrier).
 - softmax in exp2 space on the [16, BLOCK_T] scores, which every warp holds.
-- PV: ``acc_w += A_w . V_w`` with V_w the same fp16 values transposed (a layout conversion inside each
-  warp) and ``A_w = fp16(p * scale / R)`` per token of the warp's group: ``R`` is the largest scale the
-  warp's group has seen (a running maximum like the softmax's, taken out of ``acc`` in fp32), so
-  ``A <= 1`` never overflows fp16. v4's rope output columns 448-511 are ``bf16(p) . rope`` in bf16.
+- PV: ``acc_w += A_w . V_w`` with V_w the same fp16 values transposed (through a per-warp shared-memory
+  tile) and ``A_w = fp16(p * scale / ref)`` per token of the warp's group. ``acc`` holds the sums in units
+  of ``ref`` (per warp and head): the softmax's rescale multiplies ``ref``, not ``acc``, and ``ref`` is
+  raised (one pass over ``acc``) only when a tile's weights would exceed ``REBASE`` times it, so fp16 never
+  overflows and the largest weights keep 11 bits. v4's rope output columns 448-511 are ``bf16(p / ref_r) .
+  rope`` in bf16 the same way.
+- q is stored once in shared memory and read back per tile (``ldmatrix``), which saves its 36 registers.
+  The next tile's bytes are loaded while one computes and the ids two tiles ahead.
 
 The K order of every MMA is permuted (a sum does not care): lane ``c`` of a token's 4 lanes loads bytes
 ``16 c .. 16 c + 15`` and ``64 + 16 c ..`` of its warp's 128, and memory byte ``16 c + 4 j + 2 f + e + 64 hh``
@@ -24,8 +28,10 @@ is logical k ``e + 2 c + 8 f + 16 j`` of half ``hh`` (q is loaded in the same or
 the B fragment of ``m16n8k16``; the output columns are put back in memory order once, at the end.
 
 Numerics: q (after its power-of-two row factor) and the fp8 values are exact in fp16; products and sums
-are fp32. The roundings are fp16(p * scale / R) (relative 2^-11, or absolute 2^-25 where the product is
-below 2^-14: tokens whose scale is far below their group's largest) and bf16(p) for v4's rope columns.
+are fp32. The roundings are the PV weights' fp16(p * scale / ref) (relative 2^-11, or absolute 2^-25 of
+``ref`` where a weight is below 2^-14 of it, i.e. never worse than bf16's 2^-9 relative) and bf16 for
+v4's rope columns. Measured (BENCHMARKS.md, ninth session): 1.04-1.19x the Triton path at B >= 64, slower
+at B = 1; the tuner picks per shape.
 One query row, 16 heads and one split of the positions per program (as the Triton path); the combine
 kernel is the Triton path's.
 """
@@ -35,12 +41,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
-WARPS = gl.constexpr(4)  # warps per program, one per 128 of the 512 fp8 dims
 HP = gl.constexpr(16)  # head rows per program (one MMA M tile)
-import os
-V_SMEM = gl.constexpr(os.environ.get("MLA_VSMEM", "1") == "1")
-V_ORDER = gl.constexpr([int(c) for c in os.environ.get("MLA_VORDER", "1,2,0").split(",")])
-V_VEC = gl.constexpr(int(os.environ.get("MLA_VVEC", "8")))
 
 
 @gluon.constexpr_function
@@ -104,14 +105,10 @@ def _rope_operand(rope, BT: gl.constexpr):
 @gluon.jit
 def _v_operand(k_op, buf):
     """A QK B operand [4, K, BT] -> the PV B operand [4, BT, K] (the transpose, inside each warp), through the
-    shared-memory tile ``buf`` [4, K, BT]."""
-    b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=_mma3(), k_width=2)
-    if V_SMEM:
-        buf.store(k_op)
-        out = buf.permute((0, 2, 1)).load(b_op)
-    else:
-        out = gl.convert_layout(k_op.permute((0, 2, 1)), b_op)
-    return out
+    shared-memory tile ``buf`` [4, K, BT] (``stmatrix`` / ``ldmatrix.trans``; a register conversion took
+    about 100 shuffles and 140 byte permutes per step at BLOCK_T 32)."""
+    buf.store(k_op)
+    return buf.permute((0, 2, 1)).load(gl.DotOperandLayout(operand_index=1, parent=_mma3(), k_width=2))
 
 
 @gluon.jit
@@ -360,7 +357,7 @@ def mla_decode_mma_kernel(
     ref0 = gl.zeros((4, HP, 1), gl.float32, layout=mma)  # acc0 is in units of ref0 (see REBASE)
     ref1 = gl.zeros((4, HP, 1), gl.float32, layout=mma)
     ref_r = gl.zeros((4, HP, 1), gl.float32, layout=mma)
-    v_sh: gl.constexpr = gl.SwizzledSharedLayout(V_VEC, 1, 8, order=V_ORDER)
+    v_sh: gl.constexpr = gl.SwizzledSharedLayout(8, 1, 8, order=[1, 2, 0])
     vbuf0 = gl.allocate_shared_memory(gl.float16, [4, 64, BLOCK_T], v_sh)
     vbuf1 = gl.allocate_shared_memory(gl.float16, [4, 64, BLOCK_T], v_sh)
     rbuf = gl.allocate_shared_memory(gl.bfloat16, [4, 16, BLOCK_T], v_sh)

@@ -12,9 +12,12 @@ Choices where the spec is silent:
   layout and page size as the main cache. Only ``d_v == 512`` exists in both layouts.
 - The sink is a logit in natural-log units: ``out *= 1 / (1 + exp(sink[h] - lse))``; lse excludes it.
 - Lonely rows (no valid position): out = 0, lse = -inf; ``lonely_lse="+inf"`` gives FlashMLA's +inf.
-- K/V enter bf16 MMAs as ``bf16(fp8 * scale)``, like DeepSeek's FlashMLA (see ``_mla_kernels``): exact for
-  v4 (power-of-two scales), one rounding per value for v32's fp32 scales; q is used as given (bf16) and p
-  is rounded to bf16. These are the only roundings before the output's.
+- Config ``PATH``: "triton" (``_mla_kernels``; the default, every GPU and the interpreter) or "mma"
+  (``_mla_mma``, Gluon, NVIDIA sm_80+: the warps split the dims, fp16 MMAs straight from the fp8 bytes;
+  faster at B >= 64 on the H200). A config without ``PATH`` is "triton".
+- On the Triton path K/V enter bf16 MMAs as ``bf16(fp8 * scale)``, like DeepSeek's FlashMLA: exact for v4
+  (power-of-two scales), one rounding per value for v32's fp32 scales; q is used as given (bf16) and p is
+  rounded to bf16. The mma path rounds only its PV weights (``_mla_mma``).
 """
 from __future__ import annotations
 
