@@ -73,6 +73,27 @@ def _q_layout():
     return gl.BlockedLayout([1, 1, 4], [1, 2, 16], [4, 1, 1], [2, 1, 0])
 
 
+@gluon.constexpr_function
+def _sum_layout(bt):
+    """[4, 16, BT] partial scores with the warp axis in registers: every warp holds all four warps' values at
+    the positions the MMA accumulator gives it, so the sum over axis 0 lands in ``SliceLayout(0, mma)``."""
+    return gl.DistributedLinearLayout(
+        reg_bases=[[0, 0, 1], [0, 8, 0]] + [[0, 0, 8 << i] for i in range((bt // 8).bit_length() - 1)]
+        + [[1, 0, 0], [2, 0, 0]],
+        lane_bases=[[0, 0, 2], [0, 0, 4], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+        warp_bases=[[0, 0, 0], [0, 0, 0]], block_bases=[], shape=[4, 16, bt])
+
+
+@gluon.jit
+def _warp_sum(part, buf, BT: gl.constexpr):
+    """Sum of the warps' partial scores [4, 16, BT] -> [16, BT] held by every warp: one store of each warp's
+    accumulator, one barrier, one load of all four (Triton's generic cross-warp reduction takes three
+    barriers and two shuffle trees here)."""
+    buf.store(part)
+    total = gl.sum(buf.load(_sum_layout(BT)), axis=0)
+    return gl.convert_layout(total, gl.SliceLayout(0, _mma3()), assert_trivial=True)
+
+
 @gluon.jit
 def _fp8x4_f16(w):
     """int32 words of 4 fp8 e4m3 bytes -> 4 fp16 (exact), byte 0 first."""
@@ -103,12 +124,17 @@ def _rope_operand(rope, BT: gl.constexpr):
 
 
 @gluon.jit
-def _v_operand(k_op, buf):
-    """A QK B operand [4, K, BT] -> the PV B operand [4, BT, K] (the transpose, inside each warp), through the
-    shared-memory tile ``buf`` [4, K, BT] (``stmatrix`` / ``ldmatrix.trans``; a register conversion took
-    about 100 shuffles and 140 byte permutes per step at BLOCK_T 32)."""
-    buf.store(k_op)
-    return buf.permute((0, 2, 1)).load(gl.DotOperandLayout(operand_index=1, parent=_mma3(), k_width=2))
+def _v_operand(k_op, BT: gl.constexpr, K: gl.constexpr):
+    """A QK B operand [4, K, BT] -> the PV B operand [4, BT, K], in registers: each 32-bit register of a B
+    fragment is one 8x8 block (lane l: row l // 4 = token, columns 2 (l % 4) + e = dims), and
+    ``movmatrix.trans`` transposes it across the warp, so that afterwards the element labelled (k = 8 kb + i,
+    n = 8 tb + j) holds token 8 tb + i, dim 8 kb + j: swapping i and j in the labels is a relabelling. (Through
+    shared memory, ``stmatrix`` / ``ldmatrix.trans``, it took three CTA barriers per step and was 1.1-1.2x
+    slower at B >= 64: BENCHMARKS.md, tenth session.)"""
+    x = gl.inline_asm_elementwise("movmatrix.sync.aligned.m8n8.trans.b16 $0, $1;", "=r,r", [k_op],
+                                  dtype=k_op.dtype, is_pure=True, pack=2)
+    x = x.reshape((4, K // 8, 8, BT // 8, 8)).permute((0, 3, 2, 1, 4)).reshape((4, BT, K))
+    return gl.convert_layout(x, gl.DotOperandLayout(operand_index=1, parent=_mma3(), k_width=2), assert_trivial=True)
 
 
 @gluon.jit
@@ -178,9 +204,9 @@ def _token_rows(ids, n_tok, page_stride, PAGE: gl.constexpr, LAYOUT: gl.constexp
     """Byte offsets of the tokens' rows (v4: and of their 8 scale bytes) and their validity (invalid: token 0,
     never read)."""
     valid = (ids >= 0) & (ids < n_tok)
-    t = gl.where(valid, ids, 0)
+    t = gl.where(valid, ids, 0).to(gl.uint32)  # >= 0: unsigned, so // and % by PAGE are a shift and a mask
     page = (t // PAGE).to(gl.int64) * page_stride
-    off = t % PAGE
+    off = (t % PAGE).to(gl.int32)
     if LAYOUT == 0:
         return page + off * 656, page, valid
     return page + off * 576, page + PAGE * 576 + off * 8, valid
@@ -234,18 +260,18 @@ REBASE = gl.constexpr(32768.0)
 def _rebase(acc, ref, top):
     """Raise ``ref`` [4, 16, 1] to at least this tile's largest weight ``top`` and ``acc`` with it."""
     new = gl.maximum(ref, top)
-    return acc * gl.where(new > 0, ref / new, 1.0), new
+    return acc * gl.where(new > 0, gl.fdiv(ref, new), 1.0), new  # approximate division: 2 ulp, consistent
 
 
 @gluon.jit
 def _weights(w, ref, A_OP: gl.constexpr, dtype: gl.constexpr):
     """PV weights over their reference, as the MMA's A operand."""
-    return gl.convert_layout((w * gl.where(ref > 0, 1.0 / ref, 0.0)).to(dtype), A_OP)
+    return gl.convert_layout((w * gl.where(ref > 0, gl.fdiv(1.0, ref), 0.0)).to(dtype), A_OP)
 
 
 @gluon.jit
 def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r, raw, rope, sc0, sc1, valid,
-            vbuf0, vbuf1, rbuf, LAYOUT: gl.constexpr, BT: gl.constexpr):
+            sbuf, LAYOUT: gl.constexpr, BT: gl.constexpr):
     """One online-softmax step over a tile (exp2 space). ``acc0``/``acc1``/``acc_r`` hold the output sums in
     units of ``ref0``/``ref1``/``ref_r`` (see REBASE)."""
     mma: gl.constexpr = _mma3()
@@ -259,7 +285,7 @@ def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r,
         part = (mma_v2(qs0.load(a_op), k0, zero) * sc0[:, None, :]
                 + mma_v2(qs1.load(a_op), k1, zero) * sc1[:, None, :])
     part = mma_v2(qsr.load(a_op), r_op, part)
-    s = gl.sum(part, axis=0) * qk_scale[:, None]  # [16, BT]: the warps' partial scores
+    s = _warp_sum(part, sbuf, BT) * qk_scale[:, None]  # [16, BT]: the warps' partial scores, summed
     s = gl.where(valid[None, :], s, float("-inf"))
     m_new = gl.maximum(m, gl.max(s, axis=1))
     alpha = gl.exp2(m - m_new)
@@ -280,10 +306,10 @@ def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r,
         acc0, ref0 = _rebase(acc0, ref0, top0)
         acc1, ref1 = _rebase(acc1, ref1, top1)
         acc_r, ref_r = _rebase(acc_r, ref_r, top_r)
-    acc0 = mma_v2(_weights(w0, ref0, a_op, gl.float16), _v_operand(k0, vbuf0), acc0)
-    acc1 = mma_v2(_weights(w1, ref1, a_op, gl.float16), _v_operand(k1, vbuf1), acc1)
+    acc0 = mma_v2(_weights(w0, ref0, a_op, gl.float16), _v_operand(k0, BT, 64), acc0)
+    acc1 = mma_v2(_weights(w1, ref1, a_op, gl.float16), _v_operand(k1, BT, 64), acc1)
     if LAYOUT == 1:  # the rope values are output columns 448-511
-        acc_r = mma_v2(_weights(p3, ref_r, a_op, gl.bfloat16), _v_operand(r_op, rbuf), acc_r)
+        acc_r = mma_v2(_weights(p3, ref_r, a_op, gl.bfloat16), _v_operand(r_op, BT, 16), acc_r)
     return m_new, l, acc0, acc1, acc_r, ref0, ref1, ref_r
 
 
@@ -357,10 +383,7 @@ def mla_decode_mma_kernel(
     ref0 = gl.zeros((4, HP, 1), gl.float32, layout=mma)  # acc0 is in units of ref0 (see REBASE)
     ref1 = gl.zeros((4, HP, 1), gl.float32, layout=mma)
     ref_r = gl.zeros((4, HP, 1), gl.float32, layout=mma)
-    v_sh: gl.constexpr = gl.SwizzledSharedLayout(8, 1, 8, order=[1, 2, 0])
-    vbuf0 = gl.allocate_shared_memory(gl.float16, [4, 64, BLOCK_T], v_sh)
-    vbuf1 = gl.allocate_shared_memory(gl.float16, [4, 64, BLOCK_T], v_sh)
-    rbuf = gl.allocate_shared_memory(gl.bfloat16, [4, 16, BLOCK_T], v_sh)
+    sbuf = gl.allocate_shared_memory(gl.float32, [4, HP, BLOCK_T], gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0]))
     tiles_main = gl.cdiv(T, BLOCK_T)
     tiles = tiles_main + gl.cdiv(TX, BLOCK_T)
     per_split = gl.cdiv(tiles, NUM_SPLITS)
@@ -389,8 +412,8 @@ def mla_decode_mma_kernel(
         ik = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
         i_s = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
         m, l, acc0, acc1, acc_r, ref0, ref1, ref_r = _attend(
-            qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r, raw, rope, sc0, sc1, valid, vbuf0,
-            vbuf1, rbuf, LAYOUT, BLOCK_T)
+            qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r, raw, rope, sc0, sc1, valid, sbuf,
+            LAYOUT, BLOCK_T)
         raw, rope, sc0, sc1, valid = raw1, rope1, sc01, sc11, valid1
     inv = gl.where(l > 0, 1.0 / l, 0.0)
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
