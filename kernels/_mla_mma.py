@@ -11,14 +11,14 @@ dims ``16 w .. 16 w + 15``. Every tensor has a leading warp axis of 4 and the MM
   makes the MMA's B fragment in place (exact; q enters as fp16 scaled per head row by a power of two so it
   cannot overflow, the factor is taken back in fp32). The scale multiplies the fp32 partial score (one per
   token and group), so K is never rounded; the rope dims (bf16) are a bf16 MMA on the same accumulator.
-  The partial scores are summed over the warps (``gl.sum`` over the warp axis: shared memory, one barrier).
+  The partial scores are summed over the warps through shared memory (one barrier; ``_exchange``), which
+  also tells every warp the tile's largest scale.
 - softmax in exp2 space on the [16, BLOCK_T] scores, which every warp holds.
-- PV: ``acc_w += A_w . V_w`` with V_w the same fp16 values transposed (through a per-warp shared-memory
-  tile) and ``A_w = fp16(p * scale / ref)`` per token of the warp's group. ``acc`` holds the sums in units
-  of ``ref`` (per warp and head): the softmax's rescale multiplies ``ref``, not ``acc``, and ``ref`` is
-  raised (one pass over ``acc``) only when a tile's weights would exceed ``REBASE`` times it, so fp16 never
-  overflows and the largest weights keep 11 bits. v4's rope output columns 448-511 are ``bf16(p / ref_r) .
-  rope`` in bf16 the same way.
+- PV: ``acc_w += A_w . V_w`` with V_w the same fp16 values transposed in registers (``movmatrix``) and
+  ``A_w = fp16(p * scale / ref)`` per token of the warp's group. ``acc`` holds the sums in units of ``ref``
+  (per head, the same in every warp): the softmax's rescale multiplies ``ref``, not ``acc``, and ``ref`` is
+  raised (one pass over ``acc``) only when the tile's largest scale exceeds ``REBASE`` times it, so fp16
+  never overflows. v4's rope output columns 448-511 are ``bf16(p / ref_r) . rope`` the same way.
 - q is stored once in shared memory and read back per tile (``ldmatrix``), which saves its 36 registers.
   The next tile's bytes are loaded while one computes and the ids two tiles ahead.
 
@@ -29,9 +29,10 @@ the B fragment of ``m16n8k16``; the output columns are put back in memory order 
 
 Numerics: q (after its power-of-two row factor) and the fp8 values are exact in fp16; products and sums
 are fp32. The roundings are the PV weights' fp16(p * scale / ref) (relative 2^-11, or absolute 2^-25 of
-``ref`` where a weight is below 2^-14 of it, i.e. never worse than bf16's 2^-9 relative) and bf16 for
-v4's rope columns. Measured (BENCHMARKS.md, ninth session): 1.04-1.19x the Triton path at B >= 64, slower
-at B = 1; the tuner picks per shape.
+``ref`` where a weight is below 2^-14 of it; ``ref`` never exceeds the largest scale read, so against the
+row's largest weight that is within bf16's 2^-9 unless the row's scales span more than 2^16) and bf16 for
+v4's rope columns. Measured (BENCHMARKS.md, ninth and tenth sessions): 1.3-1.6x the Triton path at
+B >= 64, slower at B = 1; the tuner picks per shape.
 One query row, 16 heads and one split of the positions per program (as the Triton path); the combine
 kernel is the Triton path's.
 """
@@ -84,14 +85,24 @@ def _sum_layout(bt):
         warp_bases=[[0, 0, 0], [0, 0, 0]], block_bases=[], shape=[4, 16, bt])
 
 
+@gluon.constexpr_function
+def _top_layout():
+    """[4] values, one per warp, all four in every thread's registers."""
+    return gl.DistributedLinearLayout(reg_bases=[[1], [2]], lane_bases=[[0]] * 5, warp_bases=[[0], [0]],
+                                      block_bases=[], shape=[4])
+
+
 @gluon.jit
-def _warp_sum(part, buf, BT: gl.constexpr):
-    """Sum of the warps' partial scores [4, 16, BT] -> [16, BT] held by every warp: one store of each warp's
-    accumulator, one barrier, one load of all four (Triton's generic cross-warp reduction takes three
-    barriers and two shuffle trees here)."""
+def _exchange(part, top, buf, top_buf, BT: gl.constexpr):
+    """Sum of the warps' partial scores [4, 16, BT] -> [16, BT] held by every warp, and the largest of the
+    warps' ``top`` [4] (the largest scale each warp read in the tile): one store of each warp's values, one
+    barrier, one load of all four (Triton's generic cross-warp reductions took three barriers and two
+    shuffle trees for the sum, and two barriers more for a test over the warps)."""
     buf.store(part)
+    top_buf.store(top)
     total = gl.sum(buf.load(_sum_layout(BT)), axis=0)
-    return gl.convert_layout(total, gl.SliceLayout(0, _mma3()), assert_trivial=True)
+    return (gl.convert_layout(total, gl.SliceLayout(0, _mma3()), assert_trivial=True),
+            gl.max(top_buf.load(_top_layout()), axis=0))
 
 
 @gluon.jit
@@ -250,30 +261,31 @@ def _gather(ids_k, ids_s, u8, bf, f32, n_tok, page_stride, PAGE: gl.constexpr, L
     return raw, rope, sc0, sc1, valid
 
 
-# PV weights are stored relative to a reference per (warp, head) (``acc`` is in units of it): at most
-# REBASE times it, so fp16 never overflows; the reference follows the softmax's max (times alpha, no pass
-# over ``acc``) and is raised, with one pass over ``acc``, only when a tile's weights exceed that bound.
+# PV weights are stored relative to a reference per head (``acc`` is in units of it), the same in every warp:
+# at most REBASE times it, so fp16 never overflows. The reference follows the softmax's max (times alpha, no
+# pass over ``acc``) and is raised, with one pass over ``acc``, only when the tile's largest scale (a bound
+# on every weight, p <= 1) exceeds REBASE times it: every warp knows that scale after the score exchange,
+# so the test needs no communication of its own.
 REBASE = gl.constexpr(32768.0)
 
 
 @gluon.jit
-def _rebase(acc, ref, top):
-    """Raise ``ref`` [4, 16, 1] to at least this tile's largest weight ``top`` and ``acc`` with it."""
-    new = gl.maximum(ref, top)
-    return acc * gl.where(new > 0, gl.fdiv(ref, new), 1.0), new  # approximate division: 2 ulp, consistent
+def _rebase(acc, ref, new):
+    """``acc`` [4, 16, N] from units of ``ref`` [16] to units of ``new`` [16] (>= ref)."""
+    return acc * gl.where(new > 0, gl.fdiv(ref, new), 1.0)[:, None][None, :, :]  # approximate: 2 ulp
 
 
 @gluon.jit
-def _weights(w, ref, A_OP: gl.constexpr, dtype: gl.constexpr):
-    """PV weights over their reference, as the MMA's A operand."""
-    return gl.convert_layout((w * gl.where(ref > 0, gl.fdiv(1.0, ref), 0.0)).to(dtype), A_OP)
+def _weights(w, inv_ref, A_OP: gl.constexpr, dtype: gl.constexpr):
+    """PV weights times their reference's inverse [16], as the MMA's A operand."""
+    return gl.convert_layout((w * inv_ref[:, None][None, :, :]).to(dtype), A_OP)
 
 
 @gluon.jit
-def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r, raw, rope, sc0, sc1, valid,
-            sbuf, LAYOUT: gl.constexpr, BT: gl.constexpr):
-    """One online-softmax step over a tile (exp2 space). ``acc0``/``acc1``/``acc_r`` hold the output sums in
-    units of ``ref0``/``ref1``/``ref_r`` (see REBASE)."""
+def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, raw, rope, sc0, sc1, valid,
+            sbuf, top_buf, LAYOUT: gl.constexpr, BT: gl.constexpr):
+    """One online-softmax step over a tile (exp2 space). ``acc0``/``acc1`` hold the output sums in units of
+    ``ref`` [16], v4's ``acc_r`` in units of ``ref_r`` (see REBASE)."""
     mma: gl.constexpr = _mma3()
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
     k0, k1 = _k_operands(raw, BT)
@@ -285,32 +297,39 @@ def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r,
         part = (mma_v2(qs0.load(a_op), k0, zero) * sc0[:, None, :]
                 + mma_v2(qs1.load(a_op), k1, zero) * sc1[:, None, :])
     part = mma_v2(qsr.load(a_op), r_op, part)
-    s = _warp_sum(part, sbuf, BT) * qk_scale[:, None]  # [16, BT]: the warps' partial scores, summed
+    if LAYOUT == 0:
+        top = gl.max(sc0, axis=1)
+    else:
+        top = gl.max(gl.maximum(sc0, sc1), axis=1)
+    s, top_scale = _exchange(part, top, sbuf, top_buf, BT)  # [16, BT]: the warps' partial scores, summed
+    s = s * qk_scale[:, None]
     s = gl.where(valid[None, :], s, float("-inf"))
     m_new = gl.maximum(m, gl.max(s, axis=1))
     alpha = gl.exp2(m - m_new)
     p = gl.exp2(s - m_new[:, None])
     l = l * alpha + gl.sum(p, axis=1)
-    alpha3 = alpha[:, None][None, :, :]
-    ref0 = ref0 * alpha3
-    ref1 = ref1 * alpha3
-    ref_r = ref_r * alpha3
+    ref = ref * alpha
+    ref_r = ref_r * alpha
+    grow = top_scale > ref * REBASE  # the weights p * scale are at most top_scale (p <= 1)
+    if LAYOUT == 1:
+        grow = grow | (ref_r * REBASE < 1.0)  # the rope weights are p alone
+    if gl.max(grow.to(gl.int32), axis=0) > 0:  # rare (the first tile): one pass over acc
+        new = gl.maximum(ref, top_scale)
+        acc0 = _rebase(acc0, ref, new)
+        acc1 = _rebase(acc1, ref, new)
+        ref = new
+        if LAYOUT == 1:
+            new_r = gl.maximum(ref_r, 1.0)
+            acc_r = _rebase(acc_r, ref_r, new_r)
+            ref_r = new_r
+    inv_ref = gl.where(ref > 0, gl.fdiv(1.0, ref), 0.0)
     p3 = p[None, :, :] + zero
-    w0 = p3 * sc0[:, None, :]
-    w1 = p3 * sc1[:, None, :]
-    top0 = gl.max(w0, axis=2, keep_dims=True)
-    top1 = gl.max(w1, axis=2, keep_dims=True)
-    top_r = gl.max(p3, axis=2, keep_dims=True)
-    grow = (top0 > ref0 * REBASE) | (top1 > ref1 * REBASE) | (top_r > ref_r * REBASE)
-    if gl.max(gl.max(gl.max(grow.to(gl.int32), axis=2), axis=1), axis=0) > 0:  # rare: one pass over acc
-        acc0, ref0 = _rebase(acc0, ref0, top0)
-        acc1, ref1 = _rebase(acc1, ref1, top1)
-        acc_r, ref_r = _rebase(acc_r, ref_r, top_r)
-    acc0 = mma_v2(_weights(w0, ref0, a_op, gl.float16), _v_operand(k0, BT, 64), acc0)
-    acc1 = mma_v2(_weights(w1, ref1, a_op, gl.float16), _v_operand(k1, BT, 64), acc1)
+    acc0 = mma_v2(_weights(p3 * sc0[:, None, :], inv_ref, a_op, gl.float16), _v_operand(k0, BT, 64), acc0)
+    acc1 = mma_v2(_weights(p3 * sc1[:, None, :], inv_ref, a_op, gl.float16), _v_operand(k1, BT, 64), acc1)
     if LAYOUT == 1:  # the rope values are output columns 448-511
-        acc_r = mma_v2(_weights(p3, ref_r, a_op, gl.bfloat16), _v_operand(r_op, BT, 16), acc_r)
-    return m_new, l, acc0, acc1, acc_r, ref0, ref1, ref_r
+        inv_r = gl.where(ref_r > 0, gl.fdiv(1.0, ref_r), 0.0)
+        acc_r = mma_v2(_weights(p3, inv_r, a_op, gl.bfloat16), _v_operand(r_op, BT, 16), acc_r)
+    return m_new, l, acc0, acc1, acc_r, ref, ref_r
 
 
 @gluon.constexpr_function
@@ -319,13 +338,13 @@ def _store_layout():
 
 
 @gluon.jit
-def _output(acc0, acc1, acc_r, ref0, ref1, ref_r, inv):
+def _output(acc0, acc1, acc_r, ref, ref_r, inv):
     """Normalized output [16, 512] and v4's rope columns [16, 64] in memory order (store layout)."""
-    inv3 = inv[:, None][None, :, :]
-    o0 = _unpermute(acc0 * (inv3 * ref0), 64)
-    o1 = _unpermute(acc1 * (inv3 * ref1), 64)
+    unit = (inv * ref)[:, None][None, :, :]
+    o0 = _unpermute(acc0 * unit, 64)
+    o1 = _unpermute(acc1 * unit, 64)
     o = gl.join(o0, o1).permute((1, 0, 3, 2)).reshape((HP, 512))  # column 128 w + 64 hh + m
-    o_r = _unpermute(acc_r * (inv3 * ref_r), 16).permute((1, 0, 2)).reshape((HP, 64))  # column 448 + 16 w + dd
+    o_r = _unpermute(acc_r * (inv * ref_r)[:, None][None, :, :], 16).permute((1, 0, 2)).reshape((HP, 64))  # column 448 + 16 w + dd
     st: gl.constexpr = _store_layout()
     return gl.convert_layout(o, st), gl.convert_layout(o_r, st)
 
@@ -380,10 +399,10 @@ def mla_decode_mma_kernel(
     acc0 = gl.zeros((4, HP, 64), gl.float32, layout=mma)
     acc1 = gl.zeros((4, HP, 64), gl.float32, layout=mma)
     acc_r = gl.zeros((4, HP, 16), gl.float32, layout=mma)
-    ref0 = gl.zeros((4, HP, 1), gl.float32, layout=mma)  # acc0 is in units of ref0 (see REBASE)
-    ref1 = gl.zeros((4, HP, 1), gl.float32, layout=mma)
-    ref_r = gl.zeros((4, HP, 1), gl.float32, layout=mma)
+    ref = gl.zeros((HP,), gl.float32, layout=rows_l)  # acc0 and acc1 are in units of ref (see REBASE)
+    ref_r = gl.zeros((HP,), gl.float32, layout=rows_l)
     sbuf = gl.allocate_shared_memory(gl.float32, [4, HP, BLOCK_T], gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0]))
+    top_buf = gl.allocate_shared_memory(gl.float32, [4], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
     tiles_main = gl.cdiv(T, BLOCK_T)
     tiles = tiles_main + gl.cdiv(TX, BLOCK_T)
     per_split = gl.cdiv(tiles, NUM_SPLITS)
@@ -411,13 +430,13 @@ def mla_decode_mma_kernel(
                                                   gl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, BLOCK_T)
         ik = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
         i_s = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
-        m, l, acc0, acc1, acc_r, ref0, ref1, ref_r = _attend(
-            qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref0, ref1, ref_r, raw, rope, sc0, sc1, valid, sbuf,
+        m, l, acc0, acc1, acc_r, ref, ref_r = _attend(
+            qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, raw, rope, sc0, sc1, valid, sbuf, top_buf,
             LAYOUT, BLOCK_T)
         raw, rope, sc0, sc1, valid = raw1, rope1, sc01, sc11, valid1
     inv = gl.where(l > 0, 1.0 / l, 0.0)
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
-    o, o_r = _output(acc0, acc1, acc_r, ref0, ref1, ref_r, inv)
+    o, o_r = _output(acc0, acc1, acc_r, ref, ref_r, inv)
     if NUM_SPLITS == 1:
         lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
         if HAS_SINK:
