@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from aotune.cache_db.identity import DeviceClass
 from aotune.kernels.base import Cost, Inputs, Problem
+from aotune.kernels.device import has_mma_v2
 from aotune.kernels.formats.mla_kv import pack_kv_v4, pack_kv_v32, v4_page_bytes
 from aotune.kernels.space import Choice, Config, ConfigSpace
 
@@ -110,6 +112,29 @@ SPACE = ConfigSpace(
     # and 8 run here as 16-row MMA tiles with the extra rows masked. KERNELS.md names no stage count: 2.
     baselines={"sglang_sm120": [_sglang(16, 4, 4), _sglang(32, 4, 8), _sglang(16, 8, 8), _sglang(32, 8, 8)]},
 )
+
+
+# Untuned default on NVIDIA sm_80+ (BENCHMARKS.md, FlashMLA, tenth session): the mma path at BLOCK_T 16 with
+# enough splits for about two programs per SM (its residency: 2 of 4 warps, register-limited), which is the
+# best measured split count at B = 8, 64 and 256 for V3.2 and V4-Flash TP 8 on the H200; below 8 programs
+# (B = 1 at TP 8) the Triton space default is kept (the mma path was slower there).
+_MMA_DEFAULT = {"PATH": "mma", "BLOCK_T": 16, "H_TILE": 16, "num_warps": 4, "num_stages": 1}
+_MMA_PROGRAMS_PER_SM = 2
+_MMA_DEFAULT_MIN_PROGRAMS = 8
+_MMA_DEFAULT_MAX_SPLITS = 16
+
+
+def runtime_default(problem: SparseDecodeProblem, device: DeviceClass) -> Config | None:
+    """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ with at least 8
+    (row, head tile) programs, the mma path with the power-of-two split count nearest to two programs per
+    SM (at most 16); else None (the space default)."""
+    programs = problem.B * problem.S_q * -(-problem.H // 16)
+    if not has_mma_v2(device) or programs < _MMA_DEFAULT_MIN_PROGRAMS:
+        return None
+    want = _MMA_PROGRAMS_PER_SM * max(1, device.sm_count) / programs
+    splits = min(_MMA_DEFAULT_MAX_SPLITS, 1 << max(0, round(math.log2(want)))) if want > 1 else 1
+    config = dict(_MMA_DEFAULT, NUM_SPLITS=splits)
+    return config if SPACE.check(config, problem) is None else None
 
 
 def _round_up(x: int, m: int) -> int:

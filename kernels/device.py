@@ -37,3 +37,9 @@ def _probe(device: torch.device | str | int | None) -> DeviceClass:
     vendor = "amd" if getattr(torch.version, "hip", None) else "nvidia"
     return DeviceClass.from_properties(props.name, props.major, props.minor, smem, props.multi_processor_count,
                                        vendor=vendor)
+
+
+def has_mma_v2(device: DeviceClass) -> bool:
+    """Whether ``device`` is an NVIDIA GPU the Gluon mma paths compile for (``mma.sync``: sm_80 and later)."""
+    arch = device.arch.removeprefix("sm_").rstrip("a")
+    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 80

@@ -31,7 +31,7 @@ import triton
 from aotune.kernels._mla_kernels import LOG2E, mla_combine_kernel, mla_decode_kernel
 from aotune.kernels._mla_mma import mla_decode_mma_kernel
 from aotune.kernels._mla_space import (D_QK, SPACE, SparseDecodeProblem, cost, input_shapes, known_miscompile,
-                                      make_inputs, mma_fits, path_of)
+                                      make_inputs, mma_fits, path_of, runtime_default)
 from aotune.kernels.base import Inputs, Kernel, Launch
 from aotune.kernels.formats.mla_kv import gather_kv, v4_page_bytes
 from aotune.kernels.space import Config
@@ -265,6 +265,7 @@ KERNEL = Kernel(
     reference=_reference,
     launches=launches,
     cost=cost,
+    runtime_default=runtime_default,
     tolerance=1e-2,
     source_modules=(__name__, "aotune.kernels._mla_kernels", "aotune.kernels._mla_space",
                     "aotune.kernels.formats.mla_kv"),

@@ -61,6 +61,7 @@ from aotune.kernels._moe_gemv import _moe_act, _moe_gemv1, _moe_gemv2
 from aotune.kernels._moe_kernels import _moe_align, _moe_gemm1, _moe_gemm2, _moe_reduce
 from aotune.kernels._moe_mma import _moe_mma1, _moe_mma2
 from aotune.kernels.base import Cost, Inputs, Kernel, Launch, Problem
+from aotune.kernels.device import has_mma_v2
 from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
 from aotune.kernels.space import Choice, Config, ConfigSpace
 
@@ -450,19 +451,13 @@ _MMA_DEFAULT_MAX_M = 128  # 1.9-2.0x SPACE.default (the prefill path) at M = 128
 _GEMV_OVER_MMA_MAX_WORK = 512  # M * I
 
 
-def _has_mma_v2(device: DeviceClass) -> bool:
-    """Whether ``device`` is an NVIDIA GPU the Gluon mma path compiles for (sm_80 and later)."""
-    arch = device.arch.removeprefix("sm_").rstrip("a")
-    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 80
-
-
 def runtime_default(problem: MoEProblem, device: DeviceClass) -> Config | None:
     """What ``fused_moe`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ the mma path up to
     M = 128 (except the smallest decode problems), else the gemv default at M <= 8; the first of those
     that is valid for ``problem``, or None (the space default: the tensor-core prefill path)."""
     p = problem
     candidates = []
-    if _has_mma_v2(device) and p.M * p.I > _GEMV_OVER_MMA_MAX_WORK:
+    if has_mma_v2(device) and p.M * p.I > _GEMV_OVER_MMA_MAX_WORK:
         if p.M <= _MMA_SMALL_DEFAULT_MAX_M:
             candidates.append(_MMA_SMALL_DEFAULT)
         elif p.M <= _MMA_DEFAULT_MAX_M:

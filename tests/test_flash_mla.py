@@ -2,6 +2,7 @@
 lonely rows, sinks, the extra cache, split-KV, validation, the config space and sm_120 feasibility."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -10,7 +11,9 @@ import sys
 import pytest
 import torch
 
-from aotune.kernels import max_rel_error, rel_error
+from aotune.cache_db import loader
+from aotune.cache_db.identity import DeviceClass
+from aotune.kernels import max_rel_error, rel_error, runtime
 from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, launches, sparse_decode, sparse_decode_ref
 from aotune.kernels.formats.mla_kv import pack_kv_v4, pack_kv_v32, unpack_kv_v4, unpack_kv_v32
 
@@ -270,12 +273,13 @@ def test_gpu_mma_path(name: str, fields: dict, config: dict) -> None:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("block_t", [16, 32])  # q in registers / read back from shared memory
 @pytest.mark.parametrize("tiny", [False, True])
 @pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
-def test_gpu_mma_path_extreme_magnitudes(name: str, fields: dict, tiny: bool) -> None:
-    """fp16 q rows (power-of-two row factors) and fp16 PV weights (running reference per head and warp
-    group) under huge and tiny q rows and KV scales."""
-    _check(_extreme(KERNEL.make_inputs(SparseDecodeProblem(**fields), 12, "cuda"), tiny), _mma(32, 4))
+def test_gpu_mma_path_extreme_magnitudes(name: str, fields: dict, tiny: bool, block_t: int) -> None:
+    """fp16 q rows (power-of-two row factors) and fp16 PV weights (running reference per head, raised
+    against each tile's largest scale) under huge and tiny q rows and KV scales."""
+    _check(_extreme(KERNEL.make_inputs(SparseDecodeProblem(**fields), 12, "cuda"), tiny), _mma(block_t, 4))
 
 
 @pytest.mark.gpu
@@ -292,3 +296,53 @@ def test_gpu_mma_path_lonely_rows_and_masked_tiles(lonely: str, splits: int) -> 
     ref_out, ref_lse = sparse_decode_ref(**inputs, lonely_lse=lonely)
     assert torch.all(out[2] == 0) and torch.all(lse[2] == float(lonely))
     assert rel_error(out, ref_out) <= 1e-2 and rel_error(lse, ref_lse) <= 1e-3
+
+
+H200 = DeviceClass("nvidia", "sm_90", "h200", 232448, 132)
+
+
+@pytest.mark.parametrize("device,mma", [(H200, True), (dataclasses.replace(H200, arch="sm_120", sm_count=188), True),
+                                        (dataclasses.replace(H200, arch="sm_75"), False),
+                                        (dataclasses.replace(H200, vendor="amd", arch="gfx942"), False),
+                                        (runtime.INTERPRETER, False)])
+def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: DeviceClass, mma: bool) -> None:
+    """The measured rule (``_mla_space.runtime_default``): on sm_80+ the mma path at BLOCK_T 16 with the
+    power-of-two split count nearest to two programs per SM (at most 16), from 8 programs up; else the
+    space default."""
+    v32_tp8 = dict(S_q=1, H=16, topk=2048, layout="v32", page_size=64)
+    v4_tp8 = dict(S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128, has_sink=True)
+    v32_tp1 = dict(v32_tp8, H=128)
+    # (model, B): split count with 132 SMs (H200) / with 188 (an SM120 part); None: the space default
+    expected = {(0, 1): (None, None), (0, 4): (None, None), (0, 8): (16, 16), (0, 64): (4, 8), (0, 256): (1, 2),
+                (1, 8): (16, 16), (1, 64): (4, 8), (1, 256): (1, 2), (2, 1): (16, 16), (2, 8): (4, 8),
+                (2, 64): (1, 1)}
+    for (which, batch), by_sms in expected.items():
+        problem = SparseDecodeProblem(B=batch, **(v32_tp8, v4_tp8, v32_tp1)[which])
+        default = KERNEL.runtime_default(problem, device)
+        splits = by_sms[device.sm_count != H200.sm_count]
+        if not mma or splits is None:
+            assert default is None, (which, batch)
+        else:
+            assert default == dict(PATH="mma", BLOCK_T=16, H_TILE=16, NUM_SPLITS=splits, num_warps=4,
+                                   num_stages=1), (which, batch, default)
+            assert KERNEL.space.check(default, problem) is None
+        assert runtime.default_configs(KERNEL, problem, device)[0] == (default or KERNEL.space.default)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
+def test_gpu_runtime_default_without_a_bundle_is_the_mma_path(name: str, fields: dict) -> None:
+    """With no bundle (an empty loader) ``config=None`` resolves to the mma default on an sm_80+ GPU and
+    matches the reference."""
+    problem = SparseDecodeProblem(**dict(fields, B=64))
+    inputs = KERNEL.make_inputs(problem, 14, "cuda")
+    loader.configure([], defaults=False)
+    runtime._MEMO.clear()
+    try:
+        assert runtime.resolve_config(KERNEL, problem, inputs["q"].device)["PATH"] == "mma"
+        out, lse = sparse_decode(**inputs)
+        ref_out, ref_lse = sparse_decode_ref(**inputs)
+        assert rel_error(out, ref_out) <= 1e-2 and rel_error(lse, ref_lse) <= 1e-3
+    finally:
+        loader.configure()
+        runtime._MEMO.clear()
