@@ -242,29 +242,36 @@ def mla_decode_kernel(
 @triton.jit
 def mla_combine_kernel(
     part_o_ptr, part_lse_ptr, sink_ptr, out_ptr, lse_ptr, S_q, H,
-    NUM_SPLITS: tl.constexpr, SP: tl.constexpr, CB: tl.constexpr, HAS_SINK: tl.constexpr, LONELY_POS: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, CB: tl.constexpr, HAS_SINK: tl.constexpr, LONELY_POS: tl.constexpr,
 ):
     """Merge the fp32 split partials of one (row, head) and ``CB`` output columns by their lse, in fp32, then
-    round once to bf16. All ``NUM_SPLITS`` partials (padded to ``SP``) are loaded at once: one round trip."""
+    round once to bf16. The splits are unrolled, so their loads are issued together (one round trip), and each
+    thread merges its own columns in registers (no cross-thread reduction, no barrier)."""
     row = tl.program_id(0)
     head = tl.program_id(1)
-    cblk = tl.program_id(2)
-    s = tl.arange(0, SP)
-    prow = (row.to(tl.int64) * NUM_SPLITS + s) * H + head
-    lse_s = tl.load(part_lse_ptr + prow, mask=s < NUM_SPLITS, other=float("-inf"))
-    cols = cblk * CB + tl.arange(0, CB)
-    parts = tl.load(part_o_ptr + prow[:, None] * 512 + cols[None, :], mask=(s < NUM_SPLITS)[:, None], other=0.0)
-    m = tl.max(lse_s, 0)
+    cols = tl.program_id(2) * CB + tl.arange(0, CB)
+    prow = row.to(tl.int64) * NUM_SPLITS * H + head  # split k of this (row, head) is partial row prow + k * H
+    m = tl.full((), float("-inf"), tl.float32)
+    total = tl.zeros((), tl.float32)
+    o = tl.zeros((CB,), tl.float32)
+    for k in tl.static_range(NUM_SPLITS):  # online merge in exp2 space; a split without tokens has lse -inf
+        part = tl.load(part_o_ptr + (prow + k * H) * 512 + cols)
+        lse_k = tl.load(part_lse_ptr + prow + k * H)
+        m_new = tl.maximum(m, lse_k)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        rescale = tl.exp2(m - m_use)
+        w = tl.exp2(lse_k - m_use)
+        total = total * rescale + w
+        o = o * rescale + w * part
+        m = m_new
     m_safe = tl.where(m == float("-inf"), 0.0, m)
-    w = tl.exp2(lse_s - m_safe)
-    total = tl.sum(w, 0)
-    o = tl.sum(w[:, None] * parts, 0) * tl.where(total > 0, 1.0 / total, 0.0)
+    o = o * tl.where(total > 0, 1.0 / total, 0.0)
     lse2 = tl.where(total > 0, m_safe + tl.log2(total), float("-inf"))
     lse = lse2 * 0.6931471805599453
     if HAS_SINK:
         o = o / (1.0 + tl.exp(tl.load(sink_ptr + head) - lse))
     if LONELY_POS:
         lse = tl.where(lse2 == float("-inf"), float("inf"), lse)
-    if cblk == 0:
+    if tl.program_id(2) == 0:
         tl.store(lse_ptr + ((row // S_q) * H + head) * S_q + row % S_q, lse)
     tl.store(out_ptr + (row.to(tl.int64) * H + head) * 512 + cols, o.to(tl.bfloat16))

@@ -114,25 +114,26 @@ SPACE = ConfigSpace(
 )
 
 
-# Untuned default on NVIDIA sm_80+ (BENCHMARKS.md, FlashMLA, tenth session): the mma path at BLOCK_T 16 with
-# enough splits for about two programs per SM (its residency: 2 of 4 warps, register-limited), which is the
-# best measured split count at B = 8, 64 and 256 for V3.2 and V4-Flash TP 8 on the H200; below 8 programs
-# (B = 1 at TP 8) the Triton space default is kept (the mma path was slower there).
+# Untuned default on NVIDIA sm_80+ (BENCHMARKS.md, FlashMLA, eleventh session): the mma path at BLOCK_T 16
+# with enough splits for about two programs per SM (its residency: 2 of 4 warps, register-limited). Measured
+# on the H200 (`tests/bench/bench_mla_defaults.py`, every split count at B = 1-64 and the sweep at 256) it is
+# the fastest split or within 10% of it for V3.2 and V4-Flash TP 8, and 3-9x faster than the Triton space
+# default at B = 1-8 (the combine merges up to 64 splits in one round trip).
 _MMA_DEFAULT = {"PATH": "mma", "BLOCK_T": 16, "H_TILE": 16, "num_warps": 4, "num_stages": 1}
 _MMA_PROGRAMS_PER_SM = 2
-_MMA_DEFAULT_MIN_PROGRAMS = 8
-_MMA_DEFAULT_MAX_SPLITS = 16
+_MMA_DEFAULT_MAX_SPLITS = 64  # the space's largest
 
 
 def runtime_default(problem: SparseDecodeProblem, device: DeviceClass) -> Config | None:
-    """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ with at least 8
-    (row, head tile) programs, the mma path with the power-of-two split count nearest to two programs per
-    SM (at most 16); else None (the space default)."""
-    programs = problem.B * problem.S_q * -(-problem.H // 16)
-    if not has_mma_v2(device) or programs < _MMA_DEFAULT_MIN_PROGRAMS:
+    """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ the mma path with the
+    power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles there are);
+    elsewhere None (the space default)."""
+    if not has_mma_v2(device):
         return None
+    programs = problem.B * problem.S_q * -(-problem.H // 16)
     want = _MMA_PROGRAMS_PER_SM * max(1, device.sm_count) / programs
-    splits = min(_MMA_DEFAULT_MAX_SPLITS, 1 << max(0, round(math.log2(want)))) if want > 1 else 1
+    tiles = _tiles(dict(_MMA_DEFAULT), problem)
+    splits = min(1 << max(0, round(math.log2(want))), _MMA_DEFAULT_MAX_SPLITS, 1 << (tiles.bit_length() - 1))
     config = dict(_MMA_DEFAULT, NUM_SPLITS=splits)
     return config if SPACE.check(config, problem) is None else None
 

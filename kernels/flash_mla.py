@@ -14,7 +14,8 @@ Choices where the spec is silent:
 - Lonely rows (no valid position): out = 0, lse = -inf; ``lonely_lse="+inf"`` gives FlashMLA's +inf.
 - Config ``PATH``: "triton" (``_mla_kernels``; the default, every GPU and the interpreter) or "mma"
   (``_mla_mma``, Gluon, NVIDIA sm_80+: the warps split the dims, fp16 MMAs straight from the fp8 bytes;
-  faster at B >= 64 on the H200). A config without ``PATH`` is "triton".
+  the faster path at every measured B on the H200, and the untuned default on sm_80+: ``runtime_default``).
+  A config without ``PATH`` is "triton".
 - On the Triton path K/V enter bf16 MMAs as ``bf16(fp8 * scale)``, like DeepSeek's FlashMLA: exact for v4
   (power-of-two scales), one rounding per value for v32's fp32 scales; q is used as given (bf16) and p is
   rounded to bf16. The mma path rounds only its PV weights (``_mla_mma``).
@@ -37,7 +38,13 @@ from aotune.kernels.formats.mla_kv import gather_kv, v4_page_bytes
 from aotune.kernels.space import Config
 
 D_V = 512
-COMBINE_COLS = 128  # output columns per combine program: B * S_q * H * 4 programs, one round trip each
+
+
+def combine_cols(splits: int) -> int:
+    """Output columns per combine program (4 warps): every split's loads are in flight at once, so a thread
+    holds splits x cols / 128 floats: at most 64 (sm_90 registers: 112 at 16 splits x 512 columns, 134 at
+    32 x 256, 190 at 64 x 128; 32 x 512 would take 208 and 64 x 512 spill)."""
+    return 128 * min(4, max(1, 64 // splits))
 
 
 def _need(cond: bool, name: str, message: str) -> None:
@@ -145,9 +152,8 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
     plan = [(Launch(decode, args, kwargs), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1:
         combine = Launch(mla_combine_kernel, (part_o, part_lse, sink if sink is not None else lse, out, lse, S_q, H),
-                         dict(NUM_SPLITS=splits, SP=triton.next_power_of_2(splits), CB=COMBINE_COLS, **flags,
-                              num_warps=4, num_stages=1))
-        plan.append((combine, (B * S_q, H, D_V // COMBINE_COLS)))
+                         dict(NUM_SPLITS=splits, CB=combine_cols(splits), **flags, num_warps=4, num_stages=1))
+        plan.append((combine, (B * S_q, H, D_V // combine_cols(splits))))
     return plan
 
 

@@ -86,6 +86,9 @@ def test_reference_matches_direct_softmax(fields: dict) -> None:
     # num_stages 3: Triton's pipeliner instead of the register pipeline (one tile per split, and several)
     (dict(H=5, topk=50, has_topk_length=True), _cfg(block_t=16, h_tile=8, splits=2, stages=3)),
     (dict(layout="v4", H=3, topk=40, extra_topk=9, has_sink=True), _cfg(block_t=32, splits=1, stages=3)),
+    # the combine's column blocks: 512 columns per program up to 16 splits, 256 at 32 (64: 128, below)
+    (dict(layout="v4", H=2, topk=200, extra_topk=30, has_sink=True, has_topk_length=True), _cfg(splits=16)),
+    (dict(H=2, topk=500, has_topk_length=True), _cfg(splits=32)),
 ])
 def test_kernel_matches_reference(fields: dict, config: dict) -> None:
     _check(_inputs(2, **fields), config)
@@ -307,20 +310,21 @@ H200 = DeviceClass("nvidia", "sm_90", "h200", 232448, 132)
                                         (runtime.INTERPRETER, False)])
 def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: DeviceClass, mma: bool) -> None:
     """The measured rule (``_mla_space.runtime_default``): on sm_80+ the mma path at BLOCK_T 16 with the
-    power-of-two split count nearest to two programs per SM (at most 16), from 8 programs up; else the
+    power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles); else the
     space default."""
     v32_tp8 = dict(S_q=1, H=16, topk=2048, layout="v32", page_size=64)
     v4_tp8 = dict(S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128, has_sink=True)
     v32_tp1 = dict(v32_tp8, H=128)
-    # (model, B): split count with 132 SMs (H200) / with 188 (an SM120 part); None: the space default
-    expected = {(0, 1): (None, None), (0, 4): (None, None), (0, 8): (16, 16), (0, 64): (4, 8), (0, 256): (1, 2),
-                (1, 8): (16, 16), (1, 64): (4, 8), (1, 256): (1, 2), (2, 1): (16, 16), (2, 8): (4, 8),
-                (2, 64): (1, 1)}
+    # (model, B): split count with 132 SMs (H200) / with 188 (an SM120 part). V4-Flash has 40 tiles of 16
+    # tokens (512 + 128), so at most 32 splits.
+    expected = {(0, 1): (64, 64), (0, 4): (64, 64), (0, 8): (32, 64), (0, 64): (4, 8), (0, 256): (1, 2),
+                (1, 1): (32, 32), (1, 8): (32, 32), (1, 64): (4, 8), (1, 256): (1, 2), (2, 1): (32, 64),
+                (2, 8): (4, 8), (2, 64): (1, 1)}
     for (which, batch), by_sms in expected.items():
         problem = SparseDecodeProblem(B=batch, **(v32_tp8, v4_tp8, v32_tp1)[which])
         default = KERNEL.runtime_default(problem, device)
         splits = by_sms[device.sm_count != H200.sm_count]
-        if not mma or splits is None:
+        if not mma:
             assert default is None, (which, batch)
         else:
             assert default == dict(PATH="mma", BLOCK_T=16, H_TILE=16, NUM_SPLITS=splits, num_warps=4,
@@ -330,11 +334,12 @@ def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: Device
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 64])
 @pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
-def test_gpu_runtime_default_without_a_bundle_is_the_mma_path(name: str, fields: dict) -> None:
-    """With no bundle (an empty loader) ``config=None`` resolves to the mma default on an sm_80+ GPU and
-    matches the reference."""
-    problem = SparseDecodeProblem(**dict(fields, B=64))
+def test_gpu_runtime_default_without_a_bundle_is_the_mma_path(name: str, fields: dict, batch: int) -> None:
+    """With no bundle (an empty loader) ``config=None`` resolves to the mma default on an sm_80+ GPU (at B = 1
+    with 32 or 64 splits) and matches the reference."""
+    problem = SparseDecodeProblem(**dict(fields, B=batch))
     inputs = KERNEL.make_inputs(problem, 14, "cuda")
     loader.configure([], defaults=False)
     runtime._MEMO.clear()

@@ -2,7 +2,8 @@
 
 For DeepSeek-V3.2 (TP 8: H 16, top-k 2048, page 64) and V4-Flash (TP 8: H 8, top-k 512 + window 128,
 page 256, sink) at B = 1, 8, 64, 256 (S_q 1): the best config of a swept subset of the space, the best
-SGLang SM120 hand-picked config, the best of each code path (PATH "triton" and the Gluon "mma"), the torch reference, and the fraction of the roofline
+SGLang SM120 hand-picked config, the best of each code path (PATH "triton" and the Gluon "mma"), the untuned
+runtime default (``config=None`` with no bundle), the torch reference, and the fraction of the roofline
 max(bytes / copy bandwidth, FLOPs / bf16 matmul throughput) / time, both measured in this run.
 Kernels are timed as CUDA-graph replays over rotating input sets (> 150 MB per replay, so L2 does
 not hold them), median of the replays. Also prints the CUDA-graph launch floor (1 and 2 tiny kernels
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, sparse_decode, sparse_decode_ref
+from aotune.kernels.runtime import resolve_config
 
 MODELS = {
     "V3.2 TP8": dict(S_q=1, H=16, topk=2048, layout="v32", page_size=64),
@@ -132,8 +134,8 @@ def main(budget_s: float) -> None:
     print(f"precompiled in {time.time() - t0:.0f} s", flush=True)
     t0 = time.time()  # the sweep budget starts after compilation
     print("| model | B | tuned us | config PATH/BT/H_TILE/SPLITS/warps/stages | best triton us | best mma us | "
-          "SGLang best us | torch ref us | roofline us | tuned % | SGLang % |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "default us (splits) | SGLang best us | torch ref us | roofline us | tuned % | SGLang % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for (name, fields), batch in itertools.product(MODELS.items(), BATCHES):
         problem = SparseDecodeProblem(B=batch, **fields)
@@ -147,14 +149,17 @@ def main(budget_s: float) -> None:
         triton_t, triton_cfg = best(sets, triton_only, problem, deadline)
         tuned, cfg = min((mma_t, mma_cfg), (triton_t, triton_cfg), key=lambda r: r[0])
         sglang, _ = best(sets, baselines, problem, math.inf)
+        default = resolve_config(KERNEL, problem, sets[0]["q"].device)
+        default_t = graph_time(sets, None)
         ref = sorted(_events(lambda: sparse_decode_ref(**sets[0]), 5))[2] * 1e-3
         roof = max(cost.bytes / bw, cost.flops / flops)
-        row = dict(model=name, B=batch, tuned_us=tuned * 1e6, config=cfg, triton_us=triton_t * 1e6, mma_us=mma_t * 1e6, sglang_us=sglang * 1e6, ref_us=ref * 1e6,
+        row = dict(model=name, B=batch, tuned_us=tuned * 1e6, config=cfg, triton_us=triton_t * 1e6, mma_us=mma_t * 1e6,
+                   default_us=default_t * 1e6, default_config=default, sglang_us=sglang * 1e6, ref_us=ref * 1e6,
                    roofline_us=roof * 1e6, tuned_frac=roof / tuned, sglang_frac=roof / sglang, sets=n_sets)
         rows.append(row)
         short = "/".join(str(cfg.get(k)) for k in ("PATH", "BLOCK_T", "H_TILE", "NUM_SPLITS", "num_warps", "num_stages"))
         print(f"| {name} | {batch} | {tuned * 1e6:.1f} | {short} | {triton_t * 1e6:.1f} | {mma_t * 1e6:.1f} | "
-              f"{sglang * 1e6:.1f} | {ref * 1e6:.0f} | {roof * 1e6:.1f} | {100 * roof / tuned:.0f}% | "
+              f"{default_t * 1e6:.1f} ({default.get('PATH', 'triton')}/{default['NUM_SPLITS']}) | {sglang * 1e6:.1f} | {ref * 1e6:.0f} | {roof * 1e6:.1f} | {100 * roof / tuned:.0f}% | "
               f"{100 * roof / sglang:.0f}% |", flush=True)
         del sets
         torch.cuda.empty_cache()
