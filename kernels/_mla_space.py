@@ -117,7 +117,7 @@ SPACE = ConfigSpace(
 # Untuned default on NVIDIA sm_80+ (BENCHMARKS.md, FlashMLA, eleventh session): the mma path at BLOCK_T 16
 # with enough splits for about two programs per SM (its residency: 2 of 4 warps, register-limited). Measured
 # on the H200 (`tests/bench/bench_mla_defaults.py`, every split count at B = 1-64 and the sweep at 256) it is
-# the fastest split or within 10% of it for V3.2 and V4-Flash TP 8, and 3-9x faster than the Triton space
+# the fastest split or within 15% of it for V3.2 and V4-Flash TP 8, and 2.8-8.2x faster than the Triton space
 # default at B = 1-8 (the combine merges up to 64 splits in one round trip).
 _MMA_DEFAULT = {"PATH": "mma", "BLOCK_T": 16, "H_TILE": 16, "num_warps": 4, "num_stages": 1}
 _MMA_PROGRAMS_PER_SM = 2
