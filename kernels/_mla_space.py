@@ -132,7 +132,7 @@ def runtime_default(problem: SparseDecodeProblem, device: DeviceClass) -> Config
         return None
     programs = problem.B * problem.S_q * -(-problem.H // 16)
     want = _MMA_PROGRAMS_PER_SM * max(1, device.sm_count) / programs
-    tiles = _tiles(dict(_MMA_DEFAULT), problem)
+    tiles = _tiles(_MMA_DEFAULT, problem)
     splits = min(1 << max(0, round(math.log2(want))), _MMA_DEFAULT_MAX_SPLITS, 1 << (tiles.bit_length() - 1))
     config = dict(_MMA_DEFAULT, NUM_SPLITS=splits)
     return config if SPACE.check(config, problem) is None else None

@@ -151,9 +151,10 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
         kwargs.update(HP=max(16, h_tile), ASM=not _interpreting(), STAGES=config["num_stages"])
     plan = [(Launch(decode, args, kwargs), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1:
+        cols = combine_cols(splits)
         combine = Launch(mla_combine_kernel, (part_o, part_lse, sink if sink is not None else lse, out, lse, S_q, H),
-                         dict(NUM_SPLITS=splits, CB=combine_cols(splits), **flags, num_warps=4, num_stages=1))
-        plan.append((combine, (B * S_q, H, D_V // combine_cols(splits))))
+                         dict(NUM_SPLITS=splits, CB=cols, **flags, num_warps=4, num_stages=1))
+        plan.append((combine, (B * S_q, H, D_V // cols)))
     return plan
 
 

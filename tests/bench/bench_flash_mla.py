@@ -113,6 +113,12 @@ def best(sets: list[dict], configs: list[dict], problem: SparseDecodeProblem, de
     return timed[0] if timed else (math.inf, {})
 
 
+def input_sets(problem: SparseDecodeProblem) -> list[dict]:
+    """Enough input sets of ``problem`` that one replay over them moves > 150 MB (at most 128 sets)."""
+    n_sets = max(2, min(128, math.ceil(150e6 / KERNEL.cost(problem).bytes)))
+    return [KERNEL.make_inputs(problem, seed, "cuda") for seed in range(n_sets)]
+
+
 def precompile(fields: dict, configs: list[dict]) -> None:
     """Compile the sweep for this GPU in parallel processes (lands in Triton's cache for the JIT)."""
     from aotune.tuner.feasibility import compile_space
@@ -140,8 +146,7 @@ def main(budget_s: float) -> None:
     for (name, fields), batch in itertools.product(MODELS.items(), BATCHES):
         problem = SparseDecodeProblem(B=batch, **fields)
         cost = KERNEL.cost(problem)
-        n_sets = max(2, min(128, math.ceil(150e6 / cost.bytes)))
-        sets = [KERNEL.make_inputs(problem, seed, "cuda") for seed in range(n_sets)]
+        sets = input_sets(problem)
         deadline = t0 + budget_s * (len(rows) + 1) / (len(MODELS) * len(BATCHES))
         triton_only = [c for c in SWEEP if c["PATH"] == "triton"]
         mma_only = [c for c in SWEEP if c["PATH"] == "mma"]
@@ -155,7 +160,7 @@ def main(budget_s: float) -> None:
         roof = max(cost.bytes / bw, cost.flops / flops)
         row = dict(model=name, B=batch, tuned_us=tuned * 1e6, config=cfg, triton_us=triton_t * 1e6, mma_us=mma_t * 1e6,
                    default_us=default_t * 1e6, default_config=default, sglang_us=sglang * 1e6, ref_us=ref * 1e6,
-                   roofline_us=roof * 1e6, tuned_frac=roof / tuned, sglang_frac=roof / sglang, sets=n_sets)
+                   roofline_us=roof * 1e6, tuned_frac=roof / tuned, sglang_frac=roof / sglang, sets=len(sets))
         rows.append(row)
         short = "/".join(str(cfg.get(k)) for k in ("PATH", "BLOCK_T", "H_TILE", "NUM_SPLITS", "num_warps", "num_stages"))
         print(f"| {name} | {batch} | {tuned * 1e6:.1f} | {short} | {triton_t * 1e6:.1f} | {mma_t * 1e6:.1f} | "

@@ -9,18 +9,16 @@ over rotating input sets, median). One markdown row per shape, the fastest split
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 import torch
 
 sys.path.insert(0, "tests/bench")
-from bench_flash_mla import MODELS, graph_time  # noqa: E402
+from bench_flash_mla import MODELS, graph_time, input_sets, precompile  # noqa: E402
 
 from aotune.kernels._mla_space import _MMA_DEFAULT, runtime_default  # noqa: E402
 from aotune.kernels.device import device_class  # noqa: E402
 from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem  # noqa: E402
-from aotune.tuner.feasibility import compile_space  # noqa: E402
 
 SPLITS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -30,19 +28,16 @@ def main() -> None:
     parser.add_argument("--batches", default="1,2,4,8,16,32,64")
     args = parser.parse_args()
     device = device_class(None)
-    major, minor = torch.cuda.get_device_capability()
     batches = [int(b) for b in args.batches.split(",")]
     candidates = [dict(_MMA_DEFAULT, NUM_SPLITS=s) for s in SPLITS]
-    for fields in MODELS.values():  # compile in parallel processes (Triton's cache serves the JIT below)
-        compile_space("flash_mla", dict(fields, B=8), candidates + [dict(KERNEL.space.default)],
-                      f"sm_{major}{minor}", jobs=16)
+    for fields in MODELS.values():
+        precompile(fields, candidates + [dict(KERNEL.space.default)])
     print(f"# {device.key}")
     print("| model | B | " + " | ".join(f"S={s}" for s in SPLITS) + " | triton default | runtime_default picks |")
     print("|---|---|" + "---|" * (len(SPLITS) + 2))
     for (name, fields), batch in ((m, b) for m in MODELS.items() for b in batches):
         problem = SparseDecodeProblem(B=batch, **fields)
-        n_sets = max(2, min(128, math.ceil(150e6 / KERNEL.cost(problem).bytes)))
-        sets = [KERNEL.make_inputs(problem, seed, "cuda") for seed in range(n_sets)]
+        sets = input_sets(problem)
         times = {s: graph_time(sets, c) * 1e6 for s, c in zip(SPLITS, candidates) if not KERNEL.space.check(c, problem)}
         space_default = graph_time(sets, dict(KERNEL.space.default)) * 1e6
         fastest = min(times, key=times.get)
