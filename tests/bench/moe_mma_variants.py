@@ -13,6 +13,7 @@ the measured copy bandwidth and the relative error against ``fused_moe_ref``.
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import statistics
 import sys
@@ -49,9 +50,11 @@ def _ring_allowed(constraint: Any) -> Any:
     return check
 
 
-# Applied at import, so that the spawned compile processes see the same variants.
+# Applied at import, so that the spawned compile processes see the same variants (``fused_moe`` checks
+# configs against the module's ``SPACE``).
 mxfp4_moe._mma_launches = _capped_mma_launches
-object.__setattr__(mxfp4_moe.SPACE, "constraints", tuple(_ring_allowed(c) for c in mxfp4_moe.SPACE.constraints))
+mxfp4_moe.SPACE = dataclasses.replace(mxfp4_moe.SPACE,
+                                      constraints=tuple(_ring_allowed(c) for c in mxfp4_moe.SPACE.constraints))
 
 
 def _mma(bn: int, bk: int, warps: int, stages: int, cap: int | None = None) -> dict[str, Any]:
