@@ -77,12 +77,13 @@ def _q_layout():
 
 @gluon.constexpr_function
 def _sum_layout(bt):
-    """[4, 16, BT] partial scores with the warp axis in registers: every warp holds all four warps' values at
-    the positions the MMA accumulator gives it, so the sum over axis 0 lands in ``SliceLayout(0, mma)``."""
+    """[4, 16, BT] partial scores as stored (``_exchange``: token t = e + 2c + 8j at column e + 2j + BT/4 c)
+    with the warp axis in registers: every warp holds all four warps' values at the positions the MMA
+    accumulator gives it, 4 adjacent columns (16 bytes) per row and warp."""
     return gl.DistributedLinearLayout(
-        reg_bases=[[0, 0, 1], [0, 8, 0]] + [[0, 0, 8 << i] for i in range((bt // 8).bit_length() - 1)]
+        reg_bases=[[0, 0, 1], [0, 8, 0]] + [[0, 0, 2 << i] for i in range((bt // 8).bit_length() - 1)]
         + [[1, 0, 0], [2, 0, 0]],
-        lane_bases=[[0, 0, 2], [0, 0, 4], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+        lane_bases=[[0, 0, bt // 4], [0, 0, bt // 2], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
         warp_bases=[[0, 0, 0], [0, 0, 0]], block_bases=[], shape=[4, 16, bt])
 
 
@@ -98,10 +99,13 @@ def _exchange(part, top, buf, top_buf, BT: gl.constexpr):
     """Sum of the warps' partial scores [4, 16, BT] -> [16, BT] held by every warp, and the largest of the
     warps' ``top`` [4] (the largest scale each warp read in the tile): one store of each warp's values, one
     barrier, one load of all four (Triton's generic cross-warp reductions took three barriers and two
-    shuffle trees for the sum, and two barriers more for a test over the warps)."""
-    buf.store(part)
+    shuffle trees for the sum, and two barriers more for a test over the warps). The columns are stored
+    in the order e + 2j + BT/4 c of token e + 2c + 8j (a relabelling), so that the values a thread holds sit
+    side by side: 16-byte stores and loads."""
+    buf.store(part.reshape((4, HP, BT // 8, 4, 2)).permute((0, 1, 3, 2, 4)).reshape((4, HP, BT)))
     top_buf.store(top)
-    total = gl.sum(buf.load(_sum_layout(BT)), axis=0)
+    stored = buf.load(_sum_layout(BT))
+    total = gl.sum(stored.reshape((4, HP, 4, BT // 8, 2)).permute((0, 1, 3, 2, 4)).reshape((4, HP, BT)), axis=0)
     return (gl.convert_layout(total, gl.SliceLayout(0, _mma3()), assert_trivial=True),
             gl.max(top_buf.load(_top_layout()), axis=0))
 
@@ -212,54 +216,54 @@ def _tile_ids(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit
 
 
 @gluon.jit
-def _token_rows(ids, n_tok, page_stride, PAGE: gl.constexpr, LAYOUT: gl.constexpr):
-    """Byte offsets of the tokens' rows (v4: and of their 8 scale bytes) and their validity (invalid: token 0,
-    never read)."""
-    valid = (ids >= 0) & (ids < n_tok)
-    t = gl.where(valid, ids, 0).to(gl.uint32)  # >= 0: unsigned, so // and % by PAGE are a shift and a mask
-    page = (t // PAGE).to(gl.int64) * page_stride
-    off = (t % PAGE).to(gl.int32)
+def _token_words(ids, n_tok, page_words, PAGE: gl.constexpr, LAYOUT: gl.constexpr):
+    """Offsets in 4-byte words of the tokens' rows (v4: and of their 8 scale bytes) and their validity (an
+    invalid id reads token 0's row, which is never used). One unsigned compare checks both ends (a negative
+    id wraps past ``n_tok``) and the page offset is one 32 x 32 -> 64-bit multiply by ``page_words``
+    (uint64, the page stride in words); the rest is 32-bit."""
+    valid = ids.to(gl.uint32) < n_tok.to(gl.uint32)
+    t = gl.where(valid, ids, 0).to(gl.uint32)
+    page = (t // PAGE).to(gl.uint64) * page_words
+    off = t % PAGE
     if LAYOUT == 0:
-        return page + off * 656, page, valid
-    return page + off * 576, page + PAGE * 576 + off * 8, valid
+        row = (page + off * 164).to(gl.int64)
+        return row, row, valid
+    return (page + off * 144).to(gl.int64), (page + (PAGE * 144 + off * 2)).to(gl.int64), valid
 
 
 @gluon.jit
-def _gather(ids_k, ids_s, u8, bf, f32, n_tok, page_stride, PAGE: gl.constexpr, LAYOUT: gl.constexpr,
-            BT: gl.constexpr):
-    """One tile's raw fp8 words [4, BT, 32], rope [4, BT, 16] bf16, the two halves' scales [4, BT] fp32 (0
-    where invalid) and validity [BT] (score layout), from token ids in the K layout and in the score layout."""
-    mma: gl.constexpr = _mma3()
+def _gather(ids, u8, bf, f32, n_tok, page_words, PAGE: gl.constexpr, LAYOUT: gl.constexpr, BT: gl.constexpr):
+    """One tile's raw fp8 words [4, BT, 32], rope [4, BT, 16] bf16 and the two halves' scales [4, BT] fp32,
+    all in the layout of the loads (``_raw_layout``; ``_attend`` moves the scales to the score layout), from
+    token ids [BT] in that layout. An invalid token's scales are -1 (``_attend`` masks its scores by that)."""
     raw_l: gl.constexpr = _raw_layout(BT)
     rope_l: gl.constexpr = _rope_layout(BT)
-    sc_l: gl.constexpr = gl.SliceLayout(1, mma)
-    base, _, valid_k = _token_rows(ids_k, n_tok, page_stride, PAGE, LAYOUT)
+    sc_l: gl.constexpr = gl.SliceLayout(2, raw_l)
+    base, sbase, valid = _token_words(ids, n_tok, page_words, PAGE, LAYOUT)
     w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, raw_l)))[:, None, None]
     word = 32 * w + gl.arange(0, 32, layout=gl.SliceLayout(0, gl.SliceLayout(1, raw_l)))[None, None, :]
-    kmask = valid_k[None, :, None]
+    kmask = valid[None, :, None]
     if LAYOUT == 1:
         kmask = kmask & (word < 112)  # words 112-127 hold rope bytes: v4's eighth group is 0
     words = u8.to(gl.pointer_type(gl.int32), bitcast=True)
-    raw = gl.load(words + (base // 4)[None, :, None] + word, mask=kmask, other=0)
+    raw = gl.load(words + base[None, :, None] + word, mask=kmask, other=0)
     base_r = gl.convert_layout(base, gl.SliceLayout(0, gl.SliceLayout(2, rope_l)), assert_trivial=True)
-    valid_r = gl.convert_layout(valid_k, gl.SliceLayout(0, gl.SliceLayout(2, rope_l)), assert_trivial=True)
+    valid_r = gl.convert_layout(valid, gl.SliceLayout(0, gl.SliceLayout(2, rope_l)), assert_trivial=True)
     wr = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, rope_l)))[:, None, None]
     dr = 16 * wr + gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, rope_l)))[None, None, :]
     ROPE: gl.constexpr = 264 if LAYOUT == 0 else 224  # bf16 elements into the token's row
-    rope = gl.load(bf + (base_r // 2 + ROPE)[None, :, None] + dr, mask=valid_r[None, :, None], other=0.0)
-    sbase, spage, valid_s = _token_rows(ids_s, n_tok, page_stride, PAGE, LAYOUT)
+    rope = gl.load(bf + (base_r * 2 + ROPE)[None, :, None] + dr, mask=valid_r[None, :, None], other=0.0)
     ws = gl.arange(0, 4, layout=gl.SliceLayout(1, sc_l))[:, None]
-    smask = valid_s[None, :]
+    smask = valid[None, :]
     if LAYOUT == 0:
-        sc0 = gl.load(f32 + (sbase // 4 + 128)[None, :] + ws, mask=smask, other=0.0)
+        sc0 = gl.load(f32 + (sbase + 128)[None, :] + ws, mask=smask, other=-1.0)
         sc1 = sc0
     else:
-        e0 = gl.load(u8 + spage[None, :] + 2 * ws, mask=smask, other=0).to(gl.int32)
-        e1 = gl.load(u8 + spage[None, :] + 2 * ws + 1, mask=smask & (ws < 3), other=0).to(gl.int32)
-        sc0 = (e0 << 23).to(gl.float32, bitcast=True)  # UE8M0 2^(e - 127), exact
+        e0 = gl.load(u8 + (sbase * 4)[None, :] + 2 * ws, mask=smask, other=0).to(gl.int32)
+        e1 = gl.load(u8 + (sbase * 4)[None, :] + 2 * ws + 1, mask=smask & (ws < 3), other=0).to(gl.int32)
+        sc0 = gl.where(smask, (e0 << 23).to(gl.float32, bitcast=True), -1.0)  # UE8M0 2^(e - 127), exact
         sc1 = (e1 << 23).to(gl.float32, bitcast=True)
-    valid = gl.convert_layout(valid_s, gl.SliceLayout(0, gl.SliceLayout(0, mma)), assert_trivial=True)
-    return raw, rope, sc0, sc1, valid
+    return raw, rope, sc0, sc1
 
 
 # PV weights are stored relative to a reference per head (``acc`` is in units of it), the same in every warp:
@@ -274,6 +278,14 @@ REBASE = gl.constexpr(32768.0)
 def _rebase(acc, ref, new):
     """``acc`` [4, 16, N] from units of ``ref`` [16] to units of ``new`` [16] (>= ref)."""
     return acc * gl.where(new > 0, gl.fdiv(ref, new), 1.0)[:, None][None, :, :]  # approximate: 2 ulp
+
+
+@gluon.jit
+def _follow(inv, grow_by, ref):
+    """The inverse of a reference that was just multiplied by ``1 / grow_by``: 0 while the reference is 0 and
+    at most fp32's largest finite value (so that a weight of 0 times it stays 0). Each step rounds it by a
+    few ulp more than a division would; the rebase (``_attend``) sets it exactly."""
+    return gl.where(ref > 0, gl.minimum(inv * grow_by, 3.4028234663852886e38), 0.0)
 
 
 @gluon.jit
@@ -293,19 +305,29 @@ def _q_op(q, A_OP: gl.constexpr, Q_REGS: gl.constexpr):
 
 
 @gluon.jit
-def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, raw, rope, sc0, sc1, valid,
+def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1,
             sbuf, top_buf, LAYOUT: gl.constexpr, BT: gl.constexpr, Q_REGS: gl.constexpr):
     """One online-softmax step over a tile (exp2 space). ``acc0``/``acc1`` hold the output sums in units of
-    ``ref`` [16], v4's ``acc_r`` in units of ``ref_r`` (see REBASE)."""
+    ``ref`` [16], v4's ``acc_r`` in units of ``ref_r`` (see REBASE); ``inv_ref`` / ``inv_r`` are their
+    inverses. ``sc0`` / ``sc1`` come in the load layout (``_gather``; -1 marks an invalid token)."""
     mma: gl.constexpr = _mma3()
     a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    sc_l: gl.constexpr = gl.SliceLayout(1, mma)
+    sc0 = gl.convert_layout(sc0, sc_l)  # within the warp: shuffles
+    if LAYOUT == 0:
+        sc1 = sc0
+    else:
+        sc1 = gl.convert_layout(sc1, sc_l)
     k0, k1 = _k_operands(raw, BT)
     r_op = _rope_operand(rope, BT)
     zero = gl.zeros((4, HP, BT), gl.float32, layout=mma)
+    # an invalid token's partial score is -inf in every warp (the bias), so its sum is -inf (a valid one's is
+    # finite), and so is its score: qk_scale > 0 (sm_scale is checked positive)
+    bias = gl.where(sc0 >= 0, 0.0, float("-inf"))[:, None, :]
     if LAYOUT == 0:  # one scale group per warp
-        part = mma_v2(_q_op(qs1, a_op, Q_REGS), k1, mma_v2(_q_op(qs0, a_op, Q_REGS), k0, zero)) * sc0[:, None, :]
+        part = mma_v2(_q_op(qs1, a_op, Q_REGS), k1, mma_v2(_q_op(qs0, a_op, Q_REGS), k0, zero)) * sc0[:, None, :] + bias
     else:
-        part = (mma_v2(_q_op(qs0, a_op, Q_REGS), k0, zero) * sc0[:, None, :]
+        part = (mma_v2(_q_op(qs0, a_op, Q_REGS), k0, zero) * sc0[:, None, :] + bias
                 + mma_v2(_q_op(qs1, a_op, Q_REGS), k1, zero) * sc1[:, None, :])
     part = mma_v2(_q_op(qsr, a_op, Q_REGS), r_op, part)
     if LAYOUT == 0:
@@ -313,14 +335,15 @@ def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, raw, r
     else:
         top = gl.max(gl.maximum(sc0, sc1), axis=1)
     s, top_scale = _exchange(part, top, sbuf, top_buf, BT)  # [16, BT]: the warps' partial scores, summed
-    s = s * qk_scale[:, None]
-    s = gl.where(valid[None, :], s, float("-inf"))
-    m_new = gl.maximum(m, gl.max(s, axis=1))
+    m_new = gl.maximum(m, gl.max(s, axis=1) * qk_scale)  # the max commutes with a positive factor
     alpha = gl.exp2(m - m_new)
-    p = gl.exp2(s - m_new[:, None])
+    grow_by = gl.exp2(m_new - m)  # 1 / alpha: the inverses follow without a division
+    p = gl.exp2(gl.fma(s, qk_scale[:, None], -m_new[:, None]))
     l = l * alpha + gl.sum(p, axis=1)
     ref = ref * alpha
     ref_r = ref_r * alpha
+    inv_ref = _follow(inv_ref, grow_by, ref)
+    inv_r = _follow(inv_r, grow_by, ref_r)
     grow = top_scale > ref * REBASE  # the weights p * scale are at most top_scale (p <= 1)
     if LAYOUT == 1:
         grow = grow | (ref_r * REBASE < 1.0)  # the rope weights are p alone
@@ -329,18 +352,18 @@ def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, raw, r
         acc0 = _rebase(acc0, ref, new)
         acc1 = _rebase(acc1, ref, new)
         ref = new
+        inv_ref = gl.where(ref > 0, gl.fdiv(1.0, ref), 0.0)
         if LAYOUT == 1:
             new_r = gl.maximum(ref_r, 1.0)
             acc_r = _rebase(acc_r, ref_r, new_r)
             ref_r = new_r
-    inv_ref = gl.where(ref > 0, gl.fdiv(1.0, ref), 0.0)
-    p3 = p[None, :, :] + zero
+            inv_r = gl.fdiv(1.0, ref_r)
+    p3 = p[None, :, :]
     acc0 = mma_v2(_weights(p3 * sc0[:, None, :], inv_ref, a_op, gl.float16), _v_operand(k0, BT, 64), acc0)
     acc1 = mma_v2(_weights(p3 * sc1[:, None, :], inv_ref, a_op, gl.float16), _v_operand(k1, BT, 64), acc1)
     if LAYOUT == 1:  # the rope values are output columns 448-511
-        inv_r = gl.where(ref_r > 0, gl.fdiv(1.0, ref_r), 0.0)
-        acc_r = mma_v2(_weights(p3, inv_r, a_op, gl.bfloat16), _v_operand(r_op, BT, 16), acc_r)
-    return m_new, l, acc0, acc1, acc_r, ref, ref_r
+        acc_r = mma_v2(_weights(gl.broadcast(p3, zero)[0], inv_r, a_op, gl.bfloat16), _v_operand(r_op, BT, 16), acc_r)
+    return m_new, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r
 
 
 @gluon.constexpr_function
@@ -389,8 +412,7 @@ def mla_decode_mma_kernel(
     ids two tiles ahead (so no load waits on another inside a step)."""
     mma: gl.constexpr = _mma3()
     rows_l: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(0, mma))
-    ids_k_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(2, _raw_layout(BLOCK_T)))
-    ids_s_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(1, mma))
+    ids_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(2, _raw_layout(BLOCK_T)))
     pid_h = gl.program_id(0)
     row = gl.program_id(1)
     split = gl.program_id(2)
@@ -418,6 +440,8 @@ def mla_decode_mma_kernel(
     acc_r = gl.zeros((4, HP, 16), gl.float32, layout=mma)
     ref = gl.zeros((HP,), gl.float32, layout=rows_l)  # acc0 and acc1 are in units of ref (see REBASE)
     ref_r = gl.zeros((HP,), gl.float32, layout=rows_l)
+    inv_ref = gl.zeros((HP,), gl.float32, layout=rows_l)  # 1 / ref (0 while ref is 0)
+    inv_r = gl.zeros((HP,), gl.float32, layout=rows_l)
     sbuf = gl.allocate_shared_memory(gl.float32, [4, HP, BLOCK_T], gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0]))
     top_buf = gl.allocate_shared_memory(gl.float32, [4], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
     tiles_main = gl.cdiv(T, BLOCK_T)
@@ -431,26 +455,25 @@ def mla_decode_mma_kernel(
     xlimit = TX
     if HAS_XLEN:
         xlimit = gl.minimum(TX, gl.load(xlen_ptr + b))
-    ik = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
-    i_s = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
+    pw_main = (page_stride // 4).to(gl.uint32).to(gl.uint64)  # page strides in words (multiples of 4 bytes)
+    pw_extra = (x_page_stride // 4).to(gl.uint32).to(gl.uint64)
+    ids = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
     main = lo < tiles_main
-    raw, rope, sc0, sc1, valid = _gather(ik, i_s, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
-                                         gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
-                                         gl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, BLOCK_T)
-    ik = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
-    i_s = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
+    raw, rope, sc0, sc1 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf), gl.where(main, f32, xf32),
+                                  gl.where(main, n_tok, x_n_tok), gl.where(main, pw_main, pw_extra), PAGE, LAYOUT,
+                                  BLOCK_T)
+    ids = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
     for tile in range(lo, hi):
         # the next tile's bytes (ids loaded a tile ago) and the ids of the tile after it, then this tile's math
         main = tile + 1 < tiles_main
-        raw1, rope1, sc01, sc11, valid1 = _gather(ik, i_s, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
-                                                  gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
-                                                  gl.where(main, page_stride, x_page_stride), PAGE, LAYOUT, BLOCK_T)
-        ik = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_k_l)
-        i_s = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_s_l)
-        m, l, acc0, acc1, acc_r, ref, ref_r = _attend(
-            qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, raw, rope, sc0, sc1, valid, sbuf, top_buf,
-            LAYOUT, BLOCK_T, Q_REGS)
-        raw, rope, sc0, sc1, valid = raw1, rope1, sc01, sc11, valid1
+        raw1, rope1, sc01, sc11 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
+                                          gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
+                                          gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BLOCK_T)
+        ids = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
+        m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _attend(
+            qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1, sbuf,
+            top_buf, LAYOUT, BLOCK_T, Q_REGS)
+        raw, rope, sc0, sc1 = raw1, rope1, sc01, sc11
     inv = gl.where(l > 0, 1.0 / l, 0.0)
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
     o, o_r = _output(acc0, acc1, acc_r, ref, ref_r, inv)

@@ -301,6 +301,26 @@ def test_gpu_mma_path_lonely_rows_and_masked_tiles(lonely: str, splits: int) -> 
     assert rel_error(out, ref_out) <= 1e-2 and rel_error(lse, ref_lse) <= 1e-3
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 4)], ids=["bt16", "bt32", "bt16_split4"])
+@pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
+def test_gpu_mma_path_zero_tokens_and_ids_past_the_cache(name: str, fields: dict, config: dict) -> None:
+    """Tokens whose values are all zero (v32: scale 0, so a tile's largest scale can be 0 and the PV
+    reference stays 0) lead every row, and ids past either end of the cache (negative, n_tok, 2^31 - 1) are
+    skipped like -1."""
+    inputs = KERNEL.make_inputs(SparseDecodeProblem(**fields), 14, "cuda")
+    page = fields["page_size"]
+    pack, unpack = (pack_kv_v32, unpack_kv_v32) if fields["layout"] == "v32" else (pack_kv_v4, unpack_kv_v4)
+    kv = unpack(inputs["kv_cache"], page)
+    n_tok = kv.shape[0]
+    kv[:64] = 0  # tokens 0-63 are zero vectors
+    inputs["kv_cache"] = pack(kv, page)
+    idx = inputs["indices"]
+    idx[:, :, :40] = torch.arange(40, device=idx.device)  # the first tiles read only zero tokens
+    idx[:, :, 40:44] = torch.tensor([n_tok, n_tok + 100, -5, 2**31 - 1], device=idx.device, dtype=idx.dtype)
+    _check(inputs, config)
+
+
 H200 = DeviceClass("nvidia", "sm_90", "h200", 232448, 132)
 
 
