@@ -206,12 +206,17 @@ def _load_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr):
 
 @gluon.jit
 def _tile_ids(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit, BT: gl.constexpr,
-              layout: gl.constexpr):
+              layout: gl.constexpr, EARLY: gl.constexpr = False):
     """Token ids [BT] (in ``layout``) of tile ``tile``: main cache below ``tiles_main``, then the extra cache;
-    -1 where masked by the lengths or past this split's ``hi`` (such a tile reads no memory)."""
+    -1 where masked by the lengths or past this split's ``hi`` (such a tile reads no memory). With EARLY the
+    load does not wait for the lengths (``limit`` / ``xlimit`` mask its result instead), so that the first
+    tiles' ids, the lengths and q are in flight together."""
     main = tile < tiles_main
     offs = gl.where(main, tile, tile - tiles_main) * BT + gl.arange(0, BT, layout=layout)
     ptr = gl.where(main, idx_ptr + row.to(gl.int64) * T, xidx_ptr + row.to(gl.int64) * TX)
+    if EARLY:
+        ids = gl.load(ptr + offs, mask=offs < gl.where(tile < hi, gl.where(main, T, TX), 0), other=-1)
+        return gl.where(offs < gl.where(main, limit, xlimit), ids, -1)
     return gl.load(ptr + offs, mask=offs < gl.where(tile < hi, gl.where(main, limit, xlimit), 0), other=-1)
 
 
@@ -421,6 +426,20 @@ def mla_decode_mma_kernel(
     heads = pid_h * H_TILE + r
     hmask = (r < H_TILE) & (heads < H)
     qrows = row.to(gl.int64) * H + heads
+    tiles_main = gl.cdiv(T, BLOCK_T)
+    tiles = tiles_main + gl.cdiv(TX, BLOCK_T)
+    per_split = gl.cdiv(tiles, NUM_SPLITS)
+    lo = split * per_split
+    hi = gl.minimum(lo + per_split, tiles)
+    limit = T
+    if HAS_LEN:
+        limit = gl.minimum(T, gl.load(len_ptr + b))
+    xlimit = TX
+    if HAS_XLEN:
+        xlimit = gl.minimum(TX, gl.load(xlen_ptr + b))
+    # the first two tiles' ids are loaded before q (both loads in flight at once)
+    ids = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l, True)
+    ids_next = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l, True)
     qa0, qa1, qra, up = _load_q(q_ptr, qrows, hmask, LAYOUT)
     Q_REGS: gl.constexpr = BLOCK_T == 16  # BLOCK_T 32 has no room for q's 36 registers (it would spill)
     q_sh: gl.constexpr = gl.SwizzledSharedLayout(8, 1, 8, order=[2, 1, 0])
@@ -444,25 +463,13 @@ def mla_decode_mma_kernel(
     inv_r = gl.zeros((HP,), gl.float32, layout=rows_l)
     sbuf = gl.allocate_shared_memory(gl.float32, [4, HP, BLOCK_T], gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0]))
     top_buf = gl.allocate_shared_memory(gl.float32, [4], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
-    tiles_main = gl.cdiv(T, BLOCK_T)
-    tiles = tiles_main + gl.cdiv(TX, BLOCK_T)
-    per_split = gl.cdiv(tiles, NUM_SPLITS)
-    lo = split * per_split
-    hi = gl.minimum(lo + per_split, tiles)
-    limit = T
-    if HAS_LEN:
-        limit = gl.minimum(T, gl.load(len_ptr + b))
-    xlimit = TX
-    if HAS_XLEN:
-        xlimit = gl.minimum(TX, gl.load(xlen_ptr + b))
     pw_main = (page_stride // 4).to(gl.uint32).to(gl.uint64)  # page strides in words (multiples of 4 bytes)
     pw_extra = (x_page_stride // 4).to(gl.uint32).to(gl.uint64)
-    ids = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
     main = lo < tiles_main
     raw, rope, sc0, sc1 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf), gl.where(main, f32, xf32),
                                   gl.where(main, n_tok, x_n_tok), gl.where(main, pw_main, pw_extra), PAGE, LAYOUT,
                                   BLOCK_T)
-    ids = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
+    ids = ids_next
     for tile in range(lo, hi):
         # the next tile's bytes (ids loaded a tile ago) and the ids of the tile after it, then this tile's math
         main = tile + 1 < tiles_main
