@@ -32,8 +32,11 @@ Numerics: q (after its power-of-two row factor) and the fp8 values are exact in 
 are fp32. The roundings are the PV weights' fp16(p * scale / ref) (relative 2^-11, or absolute 2^-25 of
 ``ref`` where a weight is below 2^-14 of it; ``ref`` never exceeds the largest scale read, so against the
 row's largest weight that is within bf16's 2^-9 unless the row's scales span more than 2^16) and bf16 for
-v4's rope columns. Measured (BENCHMARKS.md, ninth and tenth sessions): 1.3-1.6x the Triton path at
-B >= 64, slower at B = 1; the tuner picks per shape.
+v4's rope columns; ``1 / ref`` follows ``ref`` by a multiply per tile (a few ulp each, set exactly at a
+rebase), far below those. Measured (BENCHMARKS.md, thirteenth session): 1.8-2.3x the Triton path at B >= 64 and
+1.1-1.3x at B = 1-8; the tuner picks per shape. The step loop is latency-bound (2 programs per SM, limited
+by registers), so its time follows its instruction count: token rows are addressed in 32-bit words, each
+token's scales are loaded once, the score exchange moves 16 bytes per thread, and no step divides.
 One query row, 16 heads and one split of the positions per program (as the Triton path); the combine
 kernel is the Triton path's.
 """
