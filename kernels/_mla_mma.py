@@ -74,8 +74,14 @@ def _rope_layout(bt):
 
 
 @gluon.constexpr_function
-def _q_layout():
-    return gl.BlockedLayout([1, 1, 4], [1, 2, 16], [4, 1, 1], [2, 1, 0])
+def _q_layout(K):
+    """[4, 16, K] q in memory order (K = 64: a half, 16: the rope dims), laid out so that relabelling it to
+    the permuted K order (``_q_operand``) gives exactly the MMA's A-operand registers: each thread holds one
+    run of 16 (rope: 4) adjacent dims of a row, so the loads are 16 bytes wide and no data moves."""
+    runs = [[0, 0, 1 << i] for i in range((K // 4 if K == 64 else 4).bit_length() - 1)]
+    return gl.DistributedLinearLayout(
+        reg_bases=runs + [[0, 8, 0]], lane_bases=[[0, 0, K // 4], [0, 0, K // 2], [0, 1, 0], [0, 2, 0], [0, 4, 0]],
+        warp_bases=[[1, 0, 0], [2, 0, 0]], block_bases=[], shape=[4, HP, K])
 
 
 @gluon.constexpr_function
@@ -167,18 +173,6 @@ def _unpermute(acc, N: gl.constexpr):
 
 
 @gluon.jit
-def _perm64(k):
-    """Memory position (within a half) of logical k: e + 2c + 8f + 16j -> 16c + 4j + 2f + e."""
-    return 16 * ((k >> 1) & 3) + 4 * (k >> 4) + 2 * ((k >> 3) & 1) + (k & 1)
-
-
-@gluon.jit
-def _perm16(k):
-    """Memory rope dim (within a warp's 16) of logical k: e + 2c + 8f -> 4c + 2f + e."""
-    return 4 * ((k >> 1) & 3) + 2 * (k >> 3) + (k & 1)
-
-
-@gluon.jit
 def _load_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr):
     """q of the program's 16 head rows (``rows``: row * H + head, int64) as fp16 A operands (two halves
     [4, 16, 64] in the permuted K order), scaled per row by a power of two 2^-e that puts the row's largest
@@ -186,25 +180,41 @@ def _load_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr):
     [4, 16, 16] bf16 (same factor) and the factors' inverse 2^e [16] (score layout)."""
     D_QK: gl.constexpr = 576 if LAYOUT == 0 else 512
     NOPE: gl.constexpr = 512 if LAYOUT == 0 else 448
-    ql: gl.constexpr = _q_layout()
+    ql: gl.constexpr = _q_layout(64)
+    rl: gl.constexpr = _q_layout(16)
     w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ql)))[:, None, None]
-    k = gl.arange(0, 64, layout=gl.SliceLayout(0, gl.SliceLayout(1, ql)))[None, None, :]
-    kr = gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, ql)))[None, None, :]
+    d = 128 * w + gl.arange(0, 64, layout=gl.SliceLayout(0, gl.SliceLayout(1, ql)))[None, None, :]
     base = q_ptr + gl.convert_layout(rows, gl.SliceLayout(0, gl.SliceLayout(2, ql)))[None, :, None] * D_QK
     rmask = gl.convert_layout(hmask, gl.SliceLayout(0, gl.SliceLayout(2, ql)))[None, :, None]
-    d0 = 128 * w + _perm64(k)
-    q0 = gl.load(base + d0, mask=rmask & (d0 < NOPE), other=0.0).to(gl.float32)
-    q1 = gl.load(base + d0 + 64, mask=rmask & (d0 + 64 < NOPE), other=0.0).to(gl.float32)
-    qr = gl.load(base + NOPE + 16 * w + _perm16(kr), mask=rmask, other=0.0).to(gl.float32)
+    q0 = gl.load(base + d, mask=rmask & (d < NOPE), other=0.0).to(gl.float32)
+    q1 = gl.load(base + d + 64, mask=rmask & (d + 64 < NOPE), other=0.0).to(gl.float32)
+    wr = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, rl)))[:, None, None]
+    dr = 16 * wr + gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, rl)))[None, None, :]
+    base_r = q_ptr + gl.convert_layout(rows, gl.SliceLayout(0, gl.SliceLayout(2, rl)))[None, :, None] * D_QK
+    rmask_r = gl.convert_layout(hmask, gl.SliceLayout(0, gl.SliceLayout(2, rl)))[None, :, None]
+    qr = gl.load(base_r + NOPE + dr, mask=rmask_r, other=0.0).to(gl.float32)
+    big_r = gl.max(gl.max(gl.abs(qr), axis=2), axis=0)
     big = gl.maximum(gl.max(gl.max(gl.maximum(gl.abs(q0), gl.abs(q1)), axis=2), axis=0),
-                     gl.max(gl.max(gl.abs(qr), axis=2), axis=0))  # [16]
+                     gl.convert_layout(big_r, gl.SliceLayout(0, gl.SliceLayout(2, ql))))  # [16]
     e = gl.maximum(((big.to(gl.int32, bitcast=True) >> 23) & 0xFF) - 127 - 14, -126)  # 2^-e max|q| in [2^14, 2^15)
-    down = ((127 - e) << 23).to(gl.float32, bitcast=True)[None, :, None]
-    a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=_mma3(), k_width=2)
+    down = ((127 - e) << 23).to(gl.float32, bitcast=True)
+    down_r = gl.convert_layout(down, gl.SliceLayout(0, gl.SliceLayout(2, rl)))[None, :, None]
+    down = down[None, :, None]
     rows_l: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(0, _mma3()))
     up = gl.convert_layout(((127 + e) << 23).to(gl.float32, bitcast=True), rows_l)
-    return (gl.convert_layout((q0 * down).to(gl.float16), a_op), gl.convert_layout((q1 * down).to(gl.float16), a_op),
-            gl.convert_layout((qr * down).to(gl.bfloat16), a_op), up)
+    return (_q_operand((q0 * down).to(gl.float16), 64), _q_operand((q1 * down).to(gl.float16), 64),
+            _q_operand((qr * down_r).to(gl.bfloat16), 16), up)
+
+
+@gluon.jit
+def _q_operand(q, K: gl.constexpr):
+    """q [4, 16, K] in memory order (``_q_layout``) -> the A operand in the permuted K order (a relabelling):
+    K = 64: memory 16c + 4j + 2f + e is k e + 2c + 8f + 16j; K = 16: memory 4c + 2f + e is k e + 2c + 8f."""
+    if K == 64:
+        x = q.reshape((4, HP, 4, 4, 2, 2)).permute((0, 1, 3, 4, 2, 5)).reshape((4, HP, 64))
+    else:
+        x = q.reshape((4, HP, 4, 2, 2)).permute((0, 1, 3, 2, 4)).reshape((4, HP, 16))
+    return gl.convert_layout(x, gl.DotOperandLayout(operand_index=0, parent=_mma3(), k_width=2), assert_trivial=True)
 
 
 @gluon.jit
