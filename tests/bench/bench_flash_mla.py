@@ -7,8 +7,9 @@ runtime default (``config=None`` with no bundle), the torch reference, and the f
 max(bytes / copy bandwidth, FLOPs / bf16 matmul throughput) / time, both measured in this run.
 Kernels are timed as CUDA-graph replays over rotating input sets (> 150 MB per replay, so L2 does
 not hold them), median of the replays; the sweep's winner and the default are then timed again, interleaved,
-best of 3 (the first configs of a row's sweep run on a GPU that has not warmed up). Also prints the CUDA-graph launch floor (1 and 2 tiny kernels
-per call): the lower bound of any split-KV call at B = 1 (decode + combine). Usage: ``python3 tests/bench/bench_flash_mla.py [seconds]``.
+best of 3 (the first configs of a row's sweep run on a GPU that has not warmed up). Also prints the CUDA-graph
+launch floor (1 and 2 tiny kernels per call): the lower bound of any split-KV call at B = 1 (decode + combine).
+Usage: ``python3 tests/bench/bench_flash_mla.py [seconds]``.
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ from aotune.kernels import _mla_mma, flash_mla, rel_error
 from aotune.kernels.flash_mla import SparseDecodeProblem, sparse_decode, sparse_decode_ref
 
 SPLITS = {("V3.2 TP8", 1): [64, 32], ("V3.2 TP8", 8): [16], ("V3.2 TP8", 64): [4], ("V3.2 TP8", 256): [1, 2],
-          ("V4-Flash TP8", 1): [32], ("V4-Flash TP8", 8): [16], ("V4-Flash TP8", 64): [4], ("V4-Flash TP8", 256): [1, 2]}
+          ("V4-Flash TP8", 1): [32], ("V4-Flash TP8", 8): [16], ("V4-Flash TP8", 64): [4],
+          ("V4-Flash TP8", 256): [1, 2]}
 
 
 def main() -> None:
