@@ -361,7 +361,8 @@ def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_re
     ref = ref * alpha
     ref_r = ref_r * alpha
     inv_ref = _follow(inv_ref, grow_by, ref)
-    inv_r = _follow(inv_r, grow_by, ref_r)
+    if LAYOUT == 1:  # v4's rope weights alone use it
+        inv_r = _follow(inv_r, grow_by, ref_r)
     grow = top_scale > ref * REBASE  # the weights p * scale are at most top_scale (p <= 1)
     if LAYOUT == 1:
         grow = grow | (ref_r * REBASE < 1.0)  # the rope weights are p alone
