@@ -16,7 +16,7 @@ import importlib.util
 import re
 
 from bench_flash_mla import MODELS
-from moe_sass_loops import loops
+from moe_sass_loops import print_hmma_loops
 
 from aotune.kernels import flash_mla
 from aotune.kernels.flash_mla import SparseDecodeProblem, launches
@@ -52,11 +52,7 @@ def main() -> None:
     ops = collections.Counter(m.group(1) for m in re.finditer(r"\b(BAR\.SYNC|LDL|STL)\b", sass))
     print(f"== {args.model} BLOCK_T {args.block_t}: {regs} registers, {spill} spill bytes, shared "
           f"{compiled.metadata.shared} B; kernel: {ops['BAR.SYNC']} BAR.SYNC, {ops['LDL']} LDL, {ops['STL']} STL")
-    for lo, hi, body in loops(sass):
-        counts = collections.Counter(op.split(".")[0] for op in body)
-        if counts["HMMA"]:
-            print(f"  loop {lo:#x}-{hi:#x}: {len(body)} instructions, {counts['HMMA']} HMMA;",
-                  dict(counts.most_common(16)))
+    print_hmma_loops(sass, 16)
 
 
 if __name__ == "__main__":

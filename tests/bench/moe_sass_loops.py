@@ -31,6 +31,15 @@ def loops(text: str) -> list[tuple[int, int, list[str]]]:
     return out
 
 
+def print_hmma_loops(sass: str, top: int = 12) -> None:
+    """Print every loop of ``sass`` that holds HMMAs: its range, instruction count and ``top`` opcodes."""
+    for lo, hi, body in loops(sass):
+        counts = collections.Counter(op.split(".")[0] for op in body)
+        if counts["HMMA"]:
+            print(f"  loop {lo:#x}-{hi:#x}: {len(body)} instructions, {counts['HMMA']} HMMA;",
+                  dict(counts.most_common(top)))
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("-")]
     arch = get_arch(args[0] if args else "sm_90")
@@ -43,11 +52,7 @@ def main() -> None:
         compiled = compile_launch(launch, arch)
         regs, spill = cubin_resources(compiled.asm["cubin"])
         print(f"== {launch.fn.__name__} ({arch.name}): {regs} registers, {spill} spill bytes")
-        for lo, hi, body in loops(cuobjdump(compiled.asm["cubin"], "-sass")):
-            counts = collections.Counter(op.split(".")[0] for op in body)
-            if counts["HMMA"]:
-                print(f"  loop {lo:#x}-{hi:#x}: {len(body)} instructions, {counts['HMMA']} HMMA;",
-                      dict(counts.most_common(12)))
+        print_hmma_loops(cuobjdump(compiled.asm["cubin"], "-sass"))
 
 
 if __name__ == "__main__":
