@@ -52,6 +52,14 @@ def _tiles(config: Config, problem: SparseDecodeProblem) -> int:
     return -(-problem.topk // block) + -(-problem.extra_topk // block)
 
 
+def launch_splits(config: Config, problem: SparseDecodeProblem) -> int:
+    """The split count the launches use: ``NUM_SPLITS`` less the splits that would get no tile. Each split
+    takes ``ceil(tiles / NUM_SPLITS)`` tiles, so e.g. 32 splits of V4-Flash's 40 tiles of 16 run as 20 splits
+    of 2 (the same work per program, 12 fewer programs and partials for the combine to read)."""
+    tiles = max(1, _tiles(config, problem))
+    return -(-tiles // -(-tiles // max(1, config["NUM_SPLITS"])))
+
+
 def _valid_problem(config: Config, problem: SparseDecodeProblem) -> str | None:
     if problem.layout not in D_QK:
         return f"layout {problem.layout!r} is not 'v32' or 'v4'"
@@ -99,6 +107,8 @@ def _sglang(block_t: int, h_tile: int, warps: int) -> Config:
 # num_stages 1-2: the kernel's register pipeline (one tile of gathers in flight); 3: the same loop through
 # Triton's pipeliner and shared memory (cp.async); 4 compiles to the same buffers as 3, so it is left out.
 # PATH "triton": ``_mla_kernels`` (every GPU and the interpreter); "mma": ``_mla_mma`` (Gluon, NVIDIA sm_80+).
+# NUM_SPLITS is an upper bound (``launch_splits``). 3 x 2^k split counts were measured and never won (BENCHMARKS.md,
+# FlashMLA, fourteenth session).
 SPACE = ConfigSpace(
     params={
         "PATH": Choice("triton", "mma"), "BLOCK_T": Choice(16, 32, 64), "H_TILE": Choice(4, 8, 16, 32, 64),
@@ -126,8 +136,8 @@ _MMA_DEFAULT_MAX_SPLITS = 64  # the space's largest
 
 def runtime_default(problem: SparseDecodeProblem, device: DeviceClass) -> Config | None:
     """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ the mma path with the
-    power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles there are);
-    elsewhere None (the space default)."""
+    power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles there are; the
+    launches drop the splits that get no tile, ``launch_splits``); elsewhere None (the space default)."""
     if not has_mma_v2(device):
         return None
     programs = problem.B * problem.S_q * -(-problem.H // 16)

@@ -1,9 +1,10 @@
 """FlashMLA-style sparse MLA decode over an FP8 KV cache (DeepSeek-V3.2 "v32" and V4 "v4" layouts).
 
 ``sparse_decode`` computes KERNELS.md section 2 with split-KV: the positions (main top-k, then the
-optional extra cache, one softmax) are cut into ``NUM_SPLITS`` ranges; each program writes an fp32
-partial (normalized output + log2 lse) and a combine kernel merges them by lse in fp32 before the one
-rounding to bf16. With ``NUM_SPLITS == 1`` the decode kernel finishes the rows itself (one launch).
+optional extra cache, one softmax) are cut into ranges of ``ceil(tiles / NUM_SPLITS)`` tiles (at most
+``NUM_SPLITS`` of them: no program is launched for an empty range, ``launch_splits``); each program writes an
+fp32 partial (normalized output + log2 lse) and a combine kernel merges them by lse in fp32 before the one
+rounding to bf16. With one range the decode kernel finishes the rows itself (one launch).
 
 Choices where the spec is silent:
 - An index ``>= num_pages * page_size`` of its cache is invalid like -1 (masked, never read): checking
@@ -32,7 +33,7 @@ import triton
 from aotune.kernels._mla_kernels import LOG2E, mla_combine_kernel, mla_decode_kernel
 from aotune.kernels._mla_mma import mla_decode_mma_kernel
 from aotune.kernels._mla_space import (D_QK, SPACE, SparseDecodeProblem, cost, input_shapes, known_miscompile,
-                                      make_inputs, mma_fits, path_of, runtime_default)
+                                      launch_splits, make_inputs, mma_fits, path_of, runtime_default)
 from aotune.kernels.base import Inputs, Kernel, Launch
 from aotune.kernels.formats.mla_kv import gather_kv, v4_page_bytes
 from aotune.kernels.space import Config
@@ -44,7 +45,8 @@ def combine_cols(splits: int) -> int:
     """Output columns per combine program (4 warps): every split's loads are in flight at once, so a thread
     holds splits x cols / 128 floats: at most 64 (sm_90 registers: 112 at 16 splits x 512 columns, 134 at
     32 x 256, 190 at 64 x 128; 32 x 512 would take 208 and 64 x 512 spill)."""
-    return 128 * min(4, max(1, 64 // splits))
+    per_thread = max(1, 64 // splits)
+    return 128 * min(4, 1 << (per_thread.bit_length() - 1))  # a power of two (tl.arange)
 
 
 def _need(cond: bool, name: str, message: str) -> None:
@@ -190,6 +192,7 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
         raise ValueError(f"config: {reason}")
     if path_of(config) == "mma" and not q.is_cuda:
         raise ValueError("config: PATH 'mma' is a Gluon kernel and needs a CUDA GPU (not the CPU interpreter)")
+    config = dict(config, NUM_SPLITS=launch_splits(config, problem))
     out, lse, parts = _outputs(q, config["NUM_SPLITS"])
     for launch, grid in _plan(q, cache, indices, topk_length, xcache, extra_indices, extra_topk_length, attn_sink,
                               out, lse, parts, layout, page_size, sm_scale, lonely_lse == "+inf", config):
@@ -248,6 +251,7 @@ def launches(problem: SparseDecodeProblem, config: Config) -> list[Launch]:
     meta = {name: torch.empty(shape, dtype=dtype, device="meta") for name, (shape, dtype) in
             input_shapes(problem).items()}
     q = meta["q"]
+    config = dict(config, NUM_SPLITS=launch_splits(config, problem))
     out, lse, parts = _outputs(q, config["NUM_SPLITS"])
     return [launch for launch, _ in _plan(
         q, meta["kv_cache"], meta["indices"], meta.get("topk_length"), meta.get("extra_kv_cache"),

@@ -89,6 +89,8 @@ def test_reference_matches_direct_softmax(fields: dict) -> None:
     # the combine's column blocks: 512 columns per program up to 16 splits, 256 at 32 (64: 128, below)
     (dict(layout="v4", H=2, topk=200, extra_topk=30, has_sink=True, has_topk_length=True), _cfg(splits=16)),
     (dict(H=2, topk=500, has_topk_length=True), _cfg(splits=32)),
+    # 32 splits of 21 tiles run as 21 (launch_splits): 256 combine columns, as 64 // 21 = 3 is no power of two
+    (dict(B=1, H=2, topk=300, extra_topk=20, layout="v4", page_size=64, has_sink=True), _cfg(splits=32)),
 ])
 def test_kernel_matches_reference(fields: dict, config: dict) -> None:
     _check(_inputs(2, **fields), config)
@@ -261,6 +263,22 @@ def test_mma_path_needs_a_gpu_and_its_tiles() -> None:
     assert len(mma) == 14  # 2 tiles x 7 split counts
 
 
+@pytest.mark.parametrize("splits,launched", [(1, 1), (2, 2), (3, 3), (6, 6), (12, 10), (16, 14), (24, 20), (32, 20),
+                                             (40, 40), (64, 40)])
+def test_empty_splits_are_not_launched(splits: int, launched: int) -> None:
+    """V4-Flash TP 8's 40 tiles of 16 tokens: each split takes ceil(40 / NUM_SPLITS) tiles, and only the splits
+    that get one are launched (decode grid, partials and combine)."""
+    problem = SparseDecodeProblem(B=2, S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128)
+    config = _cfg(16, 16, splits)
+    decode, *combine = launches(problem, config)
+    assert decode.kwargs["NUM_SPLITS"] == launched and config["NUM_SPLITS"] == splits
+    assert [c.kwargs["NUM_SPLITS"] for c in combine] == ([launched] if launched > 1 else [])
+    if launched > 1:
+        assert decode.args[-5].numel() == 2 * launched * 8 * 512  # the fp32 partial outputs
+        cols = combine[0].kwargs["CB"]
+        assert cols & (cols - 1) == 0 and launched * cols <= 64 * 128  # tl.arange's power of two; 64 floats a thread
+
+
 MMA_GPU_CASES = GPU_CASES + [
     ("v4_odd_heads", dict(B=3, S_q=2, H=20, topk=200, layout="v4", page_size=64, extra_topk=37, has_sink=True,
                           has_topk_length=True)),
@@ -269,8 +287,8 @@ MMA_GPU_CASES = GPU_CASES + [
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,fields", MMA_GPU_CASES, ids=[c[0] for c in MMA_GPU_CASES])
-@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 8), _mma(32, 4)],
-                         ids=["bt16", "bt32", "bt16_split8", "bt32_split4"])
+@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 8), _mma(32, 4), _mma(16, 6), _mma(16, 24)],
+                         ids=["bt16", "bt32", "bt16_split8", "bt32_split4", "bt16_split6", "bt16_split24"])
 def test_gpu_mma_path(name: str, fields: dict, config: dict) -> None:
     _check(KERNEL.make_inputs(SparseDecodeProblem(**fields), 13, "cuda"), config)
 

@@ -33,8 +33,7 @@ BATCHES = (1, 8, 64, 256)
 SPLITS = (1, 2, 4, 8, 16, 32, 64)
 SWEEP = [dict(PATH="triton", BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=w, num_stages=st)
          for bt, ns, w, st in itertools.product((16, 32, 64), SPLITS, (4, 8), (1, 3))]
-SWEEP += [dict(PATH="mma", BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=4, num_stages=1)
-          for bt, ns in itertools.product((16, 32), SPLITS)]
+SWEEP += [c for c in KERNEL.space.configs() if c["PATH"] == "mma"]  # all of the space's mma configs (14)
 
 
 def _events(fn: Any, reps: int) -> list[float]:
