@@ -3,10 +3,12 @@
 ``python tests/bench/mla_sass_loops.py [MODEL] [BLOCK_T] [--maxnreg N] [--kernel FILE]`` compiles the decode
 kernel of ``MODEL`` ("V3.2 TP8" or "V4-Flash TP8", as in ``bench_flash_mla.MODELS``; B = 256, one split) for
 sm_90 with ``tuner.feasibility.compile_launch``, disassembles it with Triton's ``cuobjdump -sass`` and prints
-each loop that holds HMMAs (the first is the step loop; its count includes the rarely taken rebase branch) and
-the kernel's barrier and local-memory instruction counts. ``--maxnreg`` caps the registers (a launch option);
+each loop that holds HMMAs (the first is the step loop; its count includes the rarely taken rebase branch),
+the kernel's barrier and local-memory instruction counts, and for each global load of the step loop how many
+instructions later (around the back-edge) its destination registers are first read: a gather is waited for
+there, so that distance is the math it can hide behind. ``--maxnreg`` caps the registers (a launch option);
 ``--kernel`` compiles ``mla_decode_mma_kernel`` from another copy of ``kernels/_mla_mma.py`` instead
-(a variant under study). BENCHMARKS.md, FlashMLA, thirteenth session.
+(a variant under study). BENCHMARKS.md, FlashMLA, thirteenth and fourteenth sessions.
 """
 from __future__ import annotations
 
@@ -22,6 +24,33 @@ from aotune.kernels import flash_mla
 from aotune.kernels.flash_mla import SparseDecodeProblem, launches
 from aotune.tuner.arch import get_arch
 from aotune.tuner.feasibility import compile_launch, cubin_resources, cuobjdump
+
+
+_INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);")
+_WIDTH = {"64": 2, "128": 4}
+
+
+def load_use_distances(sass: str) -> list[int]:
+    """For each LDG of the loop with the most HMMAs: instructions until one reads a register it writes."""
+    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in _INSTR.finditer(sass)]
+    spans = [(int(t.group(1), 16), addr) for addr, text in ins
+             if (t := re.search(r"\bBRA 0x([0-9a-f]+)", text)) and int(t.group(1), 16) < addr]
+    lo, hi = max(spans, key=lambda s: sum("HMMA" in x for a, x in ins if s[0] <= a <= s[1]))
+    body = [re.sub(r"^@!?U?P\w+\s+", "", x) for a, x in ins if lo <= a <= hi]
+    out = []
+    for i, text in enumerate(body):
+        load = re.match(r"LDG\.E(?:\.(64|128))?\S*\s+R(\d+)", text)
+        if not load:
+            continue
+        dst = set(range(int(load.group(2)), int(load.group(2)) + _WIDTH.get(load.group(1), 1)))
+        for k in range(1, len(body) + 1):
+            op, _, operands = body[(i + k) % len(body)].partition(" ")
+            regs = operands.split(",")
+            sources = regs if op.startswith(("STS", "STG")) else regs[1:]
+            if dst & {int(r) for part in sources for r in re.findall(r"\bR(\d+)", part)}:
+                out.append(k)
+                break
+    return sorted(out)
 
 
 def load_variant(path: str) -> object:
@@ -53,6 +82,7 @@ def main() -> None:
     print(f"== {args.model} BLOCK_T {args.block_t}: {regs} registers, {spill} spill bytes, shared "
           f"{compiled.metadata.shared} B; kernel: {ops['BAR.SYNC']} BAR.SYNC, {ops['LDL']} LDL, {ops['STL']} STL")
     print_hmma_loops(sass, 16)
+    print("  step loop, instructions from each LDG to the first read of its registers:", load_use_distances(sass))
 
 
 if __name__ == "__main__":
