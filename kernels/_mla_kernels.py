@@ -39,6 +39,30 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def split_range(split, T, TX, BLOCK_T: tl.constexpr, NUM_SPLITS: tl.constexpr):
+    """(tiles of the main cache, first tile, end tile) of split ``split``: the main cache's tiles of ``BLOCK_T``
+    positions, then the extra cache's, cut into ranges of ``ceil(tiles / NUM_SPLITS)``. Shared with the
+    Gluon path (``_mla_mma``), which calls it on the same scalars."""
+    tiles_main = tl.cdiv(T, BLOCK_T)
+    tiles = tiles_main + tl.cdiv(TX, BLOCK_T)
+    per_split = tl.cdiv(tiles, NUM_SPLITS)
+    lo = split * per_split
+    return tiles_main, lo, tl.minimum(lo + per_split, tiles)
+
+
+@triton.jit
+def row_limits(len_ptr, xlen_ptr, b, T, TX, HAS_LEN: tl.constexpr, HAS_XLEN: tl.constexpr):
+    """Request ``b``'s valid positions in the main and the extra cache: ``T`` / ``TX`` cut by the lengths."""
+    limit = T
+    if HAS_LEN:
+        limit = tl.minimum(T, tl.load(len_ptr + b))
+    xlimit = TX
+    if HAS_XLEN:
+        xlimit = tl.minimum(TX, tl.load(xlen_ptr + b))
+    return limit, xlimit
+
+
+@triton.jit
 def _tile_index(idx_ptr, xidx_ptr, row, tile, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T: tl.constexpr):
     """Token ids [BLOCK_T] of tile ``tile`` (main cache below ``tiles_main``, then the extra cache), -1 where
     masked by the lengths; a tile >= ``hi`` (past this split) is all -1 and reads no memory."""
@@ -192,17 +216,8 @@ def mla_decode_kernel(
     l = tl.zeros([HP], tl.float32)
     acc = tl.zeros([HP, 512], tl.float32)
     acc_r = tl.zeros([HP, 64], tl.float32)
-    tiles_main = tl.cdiv(T, BLOCK_T)
-    tiles = tiles_main + tl.cdiv(TX, BLOCK_T)
-    per_split = tl.cdiv(tiles, NUM_SPLITS)
-    lo = split * per_split
-    hi = tl.minimum(lo + per_split, tiles)
-    limit = T
-    if HAS_LEN:
-        limit = tl.minimum(T, tl.load(len_ptr + b))
-    xlimit = TX
-    if HAS_XLEN:
-        xlimit = tl.minimum(TX, tl.load(xlen_ptr + b))
+    tiles_main, lo, hi = split_range(split, T, TX, BLOCK_T, NUM_SPLITS)
+    limit, xlimit = row_limits(len_ptr, xlen_ptr, b, T, TX, HAS_LEN, HAS_XLEN)
     if STAGES > 2:
         # Triton's pipeliner: indices two tiles ahead, gathers one, through shared memory with cp.async.
         # Lower stage counts run the register pipeline below.

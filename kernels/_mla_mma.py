@@ -46,6 +46,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
+from aotune.kernels._mla_kernels import row_limits, split_range
+
 HP = gl.constexpr(16)  # head rows per program (one MMA M tile)
 
 
@@ -440,17 +442,8 @@ def mla_decode_mma_kernel(
     heads = pid_h * H_TILE + r
     hmask = (r < H_TILE) & (heads < H)
     qrows = row.to(gl.int64) * H + heads
-    tiles_main = gl.cdiv(T, BLOCK_T)
-    tiles = tiles_main + gl.cdiv(TX, BLOCK_T)
-    per_split = gl.cdiv(tiles, NUM_SPLITS)
-    lo = split * per_split
-    hi = gl.minimum(lo + per_split, tiles)
-    limit = T
-    if HAS_LEN:
-        limit = gl.minimum(T, gl.load(len_ptr + b))
-    xlimit = TX
-    if HAS_XLEN:
-        xlimit = gl.minimum(TX, gl.load(xlen_ptr + b))
+    tiles_main, lo, hi = split_range(split, T, TX, BLOCK_T, NUM_SPLITS)
+    limit, xlimit = row_limits(len_ptr, xlen_ptr, b, T, TX, HAS_LEN, HAS_XLEN)
     # the first two tiles' ids are loaded before q (both loads in flight at once)
     ids = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l, True)
     ids_next = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l, True)

@@ -18,7 +18,7 @@ import importlib.util
 import re
 
 from bench_flash_mla import MODELS
-from moe_sass_loops import print_hmma_loops
+from moe_sass_loops import loops, print_hmma_loops
 
 from aotune.kernels import flash_mla
 from aotune.kernels.flash_mla import SparseDecodeProblem, launches
@@ -32,10 +32,8 @@ _WIDTH = {"64": 2, "128": 4}
 
 def load_use_distances(sass: str) -> list[int]:
     """For each LDG of the loop with the most HMMAs: instructions until one reads a register it writes."""
+    lo, hi, _ = max(loops(sass), key=lambda loop: sum(op.startswith("HMMA") for op in loop[2]))
     ins = [(int(m.group(1), 16), m.group(2).strip()) for m in _INSTR.finditer(sass)]
-    spans = [(int(t.group(1), 16), addr) for addr, text in ins
-             if (t := re.search(r"\bBRA 0x([0-9a-f]+)", text)) and int(t.group(1), 16) < addr]
-    lo, hi = max(spans, key=lambda s: sum("HMMA" in x for a, x in ins if s[0] <= a <= s[1]))
     body = [re.sub(r"^@!?U?P\w+\s+", "", x) for a, x in ins if lo <= a <= hi]
     out = []
     for i, text in enumerate(body):
