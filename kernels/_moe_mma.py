@@ -39,8 +39,10 @@ is loaded masked.
 Grid and routing as on the gemv path (``_owner_slots``: the first slot of each expert does the work, no
 sort, CUDA-graph safe); the owner loops over its tokens 8 at a time. The first GEMM's tile is BLOCK_N/2
 gate rows then the matching up rows (the two halves of the accumulator sit in the same threads, so the
-activation needs no data exchange) and writes bf16 ``h``; the second writes ``(h @ w2.T + b2) * weight``
-per slot in fp32 for the reduce. Needs group_size 32, K and I multiples of 32 and BLOCK_K a multiple of
+activation needs no data exchange) and writes bf16 ``h``, or with SPLIT_K > 1 (a third grid axis over
+whole BLOCK_K steps of K: more programs where few experts are active, as at TP 8) the fp32 sums of its K
+range, which ``_moe_gemv._moe_act`` adds in split order and activates; the second writes
+``(h @ w2.T + b2) * weight`` per slot in fp32 for the reduce. Needs group_size 32, K and I multiples of 32 and BLOCK_K a multiple of
 128 (``mxfp4_moe._mma_fits``).
 """
 from __future__ import annotations
@@ -375,14 +377,17 @@ def _chunk_slots(match, rank, count, c, T_PAD: gl.constexpr):
 
 
 @gluon.jit
-def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, limit,
-              stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm,
+def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, top_k, limit, split_steps,
+              stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm, stride_wss, stride_wsm,
               ACT: gl.constexpr, LAYOUT: gl.constexpr, HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr,
-              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr):
+              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr):
     """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns, 8 tokens a pass.
 
     The tile's rows are BLOCK_N/2 gate rows, then the matching up rows: row r and r + BLOCK_N/2 of the
-    accumulator sit in one thread, so the activation needs no data exchange."""
+    accumulator sit in one thread, so the activation needs no data exchange. With SPLIT > 1 the third grid
+    axis splits K: program k sums the ``split_steps`` BLOCK_K steps from step ``k * split_steps`` (the last
+    split also the groups after the last whole step) and stores the fp32 gate and up sums in its slab of the
+    workspace (gate at column c, up at I + c); ``_moe_gemv._moe_act`` adds the splits and activates."""
     HALF: gl.constexpr = BLOCK_N // 2
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     pid_m = gl.program_id(0)
@@ -396,18 +401,34 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ids_ptr, T, K, I, E, top_k, lim
         rows = gl.where(r < HALF, g_w, u_w)
         cols = gl.program_id(1) * HALF + gl.arange(0, HALF, layout=gl.SliceLayout(1, mma))
         g_rows, u_rows = _gate_up_rows(gl.where(cols < I, cols, 0), I, LAYOUT)
+        w_base = w_ptr + e64 * (stride_we // 4)
+        s_base = s_ptr + e64 * stride_se
+        groups = K // 32
+        if SPLIT > 1:  # this split's groups: whole steps (a multiple of BLOCK_K // 32 from the start)
+            g0 = gl.program_id(2) * split_steps * (BLOCK_K // 32)
+            groups = gl.minimum(groups - g0, split_steps * (BLOCK_K // 32))
+            w_base += g0 * 4  # 16 bytes of a row per group
+            s_base += g0
+            x_ptr += g0 * 16  # 32 bf16 values (int32 pairs) per group
+            ws_ptr += gl.program_id(2) * stride_wss
         for c in range(0, count, TOKENS):
             slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
-            acc = _dot_rows_checked(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, rows, x_ptr,
-                                    slots // top_k, stride_wn, stride_sn, stride_xm, K // 32, c126, negz,
-                                    BLOCK_K // 128, BLOCK_N, STAGES)
+            acc = _dot_rows_checked(w_base, s_base, rows, x_ptr, slots // top_k, stride_wn, stride_sn, stride_xm,
+                                    groups, c126, negz, BLOCK_K // 128, BLOCK_N, STAGES)
             g, u = gl.split(acc.reshape((2, HALF, TOKENS)).permute((1, 2, 0)))
             g = gl.convert_layout(g, mma, assert_trivial=True)
             u = gl.convert_layout(u, mma, assert_trivial=True)
-            h = _activate(g, u, b_ptr + e64 * stride_be, g_rows[:, None], u_rows[:, None], limit, ACT, HAS_BIAS)
             s_out = gl.convert_layout(slots, gl.SliceLayout(0, mma))
             ok_out = gl.convert_layout(ok, gl.SliceLayout(0, mma))
-            gl.store(h_ptr + s_out[None, :] * stride_hm + cols[:, None], h, mask=(cols < I)[:, None] & ok_out[None, :])
+            mask = (cols < I)[:, None] & ok_out[None, :]
+            if SPLIT > 1:
+                ws_rows = ws_ptr + s_out[None, :] * stride_wsm + cols[:, None]
+                gl.store(ws_rows, g, mask=mask)
+                gl.store(ws_rows + I, u, mask=mask)
+            else:
+                h = _activate(g, u, b_ptr + e64 * stride_be, g_rows[:, None], u_rows[:, None], limit, ACT,
+                              HAS_BIAS)
+                gl.store(h_ptr + s_out[None, :] * stride_hm + cols[:, None], h, mask=mask)
 
 
 @gluon.jit

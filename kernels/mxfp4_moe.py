@@ -26,7 +26,9 @@ on the mma path),
 BLOCK_N (weight rows per program in both GEMMs: the first GEMM computes BLOCK_N/2 gate and BLOCK_N/2
 up rows), BLOCK_K (gemv: up to 1024 for the first GEMM, clamped to I for the second), GROUP_M, SPLIT_K
 (K splits of the down projection; on the gemv path of both GEMMs: the first one's fp32 partial sums
-are summed in split order by an activation launch, the second's split at most I / its BLOCK_K), DEQ (how E2M1 meets the tensor cores: "arith" decodes and scales the weight
+are summed in split order by an activation launch, the second's split at most I / its BLOCK_K; on the mma
+path of the first GEMM only, as on the gemv path, whole BLOCK_K steps per split and no empty split:
+``mma_split_steps``), DEQ (how E2M1 meets the tensor cores: "arith" decodes and scales the weight
 tile in registers, then one bf16 tl.dot per BLOCK_K; "group" decodes without scaling, one tl.dot per
 scale group, the scale multiplies the fp32 partial product (less per-element work, for decode); both
 run under the interpreter; "group_asm": "group" with a PTX E2M1 -> bf16x2 decode (two values per 32-bit
@@ -86,7 +88,7 @@ def _workspace(p: MoEProblem, cfg: Config, device: torch.device | str, ids: torc
         "out": torch.empty(p.M, p.K, dtype=torch.bfloat16, device=device),
         "sorted": ids, "bexp": ids, "cursor": ids, "split_ws": ids,
     }
-    if cfg["PATH"] == "gemv" and cfg["SPLIT_K"] > 1:  # the first GEMM's fp32 partial sums, one slab per split
+    if cfg["PATH"] in ("gemv", "mma") and cfg["SPLIT_K"] > 1:  # the first GEMM's fp32 partial sums, a slab per split
         ws["split_ws"] = torch.empty(cfg["SPLIT_K"], t, 2 * p.I, dtype=torch.float32, device=device)
     if not decode:
         nb_cap = triton.cdiv(t, cfg["BLOCK_M"]) + min(t, p.E)
@@ -173,10 +175,7 @@ def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config)
     kw1 = dict(**act, **tiles, BLOCK_K=bk, TAIL_K=min(bk, p.K & -p.K), SPLIT=split1)
     out = [(Launch(_moe_gemv1, g1, kw1), (t * triton.cdiv(p.I, bn // 2) * split1,))]
     if split1 > 1:
-        block = min(1024, _pow2(p.I))
-        ga = (split_ws, b13, inter, ids, p.I, p.E, lim, *ws_strides, stride_b13, inter.stride(0))
-        out.append((Launch(_moe_act, ga, dict(**act, SPLIT=split1, BLOCK=block, num_warps=4)),
-                    (t, triton.cdiv(p.I, block))))
+        out.append(_act_launch(ts, p, lim, split1))
     g2 = (inter32, w2, s2, b2, dst, ts["topk_weights"], ids, t, p.K, p.I, p.E, p.top_k, inter32.stride(0),
           w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
     kw2 = dict(HAS_BIAS=p.has_bias, ATOMIC=split2 > 1, SPLIT_K=split2, **tiles, BLOCK_K=bk2,
@@ -185,10 +184,32 @@ def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config)
     return out
 
 
+def _act_launch(ts: Tensors, p: MoEProblem, lim: float, splits: int) -> tuple[Launch, tuple]:
+    """``_moe_act`` after a K-split first GEMM: the sum of the first ``splits`` fp32 slabs, activated, as bf16."""
+    split_ws = ts["split_ws"]
+    b13, _, stride_b13, _ = _bias_args(ts, p)
+    block = min(1024, _pow2(p.I))
+    ga = (split_ws, b13, ts["inter"], ts["topk_ids"], p.I, p.E, lim, split_ws.stride(0), split_ws.stride(1),
+          stride_b13, ts["inter"].stride(0))
+    act = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias)
+    grid = (p.M * p.top_k, triton.cdiv(p.I, block))
+    return Launch(_moe_act, ga, dict(**act, SPLIT=splits, BLOCK=block, num_warps=4)), grid
+
+
+def mma_split_steps(config: Config, p: MoEProblem) -> tuple[int, int]:
+    """(splits launched, BLOCK_K steps per split) of the mma path's first GEMM: SPLIT_K at most, each split
+    whole steps (the last one also the groups after the last whole step) and none empty."""
+    steps = triton.cdiv(p.K, config["BLOCK_K"])
+    per_split = triton.cdiv(steps, config["SPLIT_K"])
+    return triton.cdiv(steps, per_split), per_split
+
+
 def _mma_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) -> list[tuple[Launch, tuple]]:
-    """Tensor-core decode path ("mma", _moe_mma.py, GPU only): GEMM1, GEMM2 over (slot, N tile); the first
-    slot of each expert does its work, 8 tokens per pass."""
+    """Tensor-core decode path ("mma", _moe_mma.py, GPU only): GEMM1 over (slot, N tile, K split) [, the
+    activation of its K splits], GEMM2 over (slot, N tile); the first slot of each expert does its work, 8
+    tokens per pass."""
     t, bn = p.M * p.top_k, cfg["BLOCK_N"]
+    splits, split_steps = mma_split_steps(cfg, p)
     b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
     tiles = dict(T_PAD=max(16, _pow2(t)), BLOCK_N=bn, BLOCK_K=cfg["BLOCK_K"], STAGES=cfg["num_stages"],
                  num_warps=cfg["num_warps"])
@@ -197,14 +218,18 @@ def _mma_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) 
     w13, s13, w2, s2 = ts["w13"], ts["w13_scale"], ts["w2"], ts["w2_scale"]
     lim = float("inf") if limit is None else limit
     w13_32, w2_32 = w13.view(torch.int32), w2.view(torch.int32)  # weight bytes as words (strides still in bytes)
-    g1 = (x32, w13_32, s13, b13, inter, ids, t, p.K, p.I, p.E, p.top_k, lim, x32.stride(0), w13.stride(0),
-          w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0))
-    kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias, **tiles)
+    split_ws = ts["split_ws"]
+    ws_strides = (split_ws.stride(0), split_ws.stride(1)) if splits > 1 else (0, 0)
+    g1 = (x32, w13_32, s13, b13, inter, split_ws, ids, t, p.K, p.I, p.E, p.top_k, lim, split_steps, x32.stride(0),
+          w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0), *ws_strides)
+    kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias, **tiles, SPLIT=splits)
     g2 = (inter32, w2_32, s2, b2, dst, ts["topk_weights"], ids, t, p.K, p.I, p.E, inter32.stride(0), w2.stride(0),
           w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
     kw2 = dict(HAS_BIAS=p.has_bias, **tiles)
-    return [(Launch(_moe_mma1, g1, kw1), (t, triton.cdiv(p.I, bn // 2))),
-            (Launch(_moe_mma2, g2, kw2), (t, triton.cdiv(p.K, bn)))]
+    out = [(Launch(_moe_mma1, g1, kw1), (t, triton.cdiv(p.I, bn // 2), splits))]
+    if splits > 1:
+        out.append(_act_launch(ts, p, lim, splits))
+    return out + [(Launch(_moe_mma2, g2, kw2), (t, triton.cdiv(p.K, bn)))]
 
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
@@ -302,11 +327,12 @@ def _slots(p: MoEProblem) -> int:
 
 
 def _down_splits(config: Config, p: MoEProblem) -> int:
-    """K splits of the second GEMM: SPLIT_K, except on the gemv path (where SPLIT_K splits the first GEMM)
-    at most I / its BLOCK_K, so that every split has a whole K step."""
+    """K splits of the second GEMM: SPLIT_K on the decode and prefill paths; on the gemv path (where SPLIT_K
+    splits the first GEMM) at most I / its BLOCK_K, so that every split has a whole K step; on the mma path
+    (where SPLIT_K splits only the first GEMM) none."""
     if config["PATH"] == "gemv":
         return max(1, min(config["SPLIT_K"], p.I // _down_block_k(config, p)))
-    return config["SPLIT_K"]
+    return 1 if config["PATH"] == "mma" else config["SPLIT_K"]
 
 
 def _down_block_k(config: Config, p: MoEProblem) -> int:
@@ -355,7 +381,7 @@ def _tiles_fit(config: Config, p: MoEProblem) -> str | None:
         return f"BLOCK_M {config['BLOCK_M']} exceeds the rows any expert can get (M={p.M})"
     if config["BLOCK_N"] > max(32, _pow2(max(2 * p.I, p.K))):
         return f"BLOCK_N {config['BLOCK_N']} exceeds the weight rows"
-    if config["PATH"] == "gemv":
+    if config["PATH"] in ("gemv", "mma"):  # SPLIT_K splits the first GEMM (K)
         if config["SPLIT_K"] > 1 and triton.cdiv(p.K, config["SPLIT_K"]) < config["BLOCK_K"]:
             return f"SPLIT_K {config['SPLIT_K']} leaves less than BLOCK_K of K={p.K} per split"
     elif config["SPLIT_K"] > 1 and triton.cdiv(p.I, config["SPLIT_K"]) < config["BLOCK_K"]:
@@ -366,8 +392,8 @@ def _tiles_fit(config: Config, p: MoEProblem) -> str | None:
 def _path_fits(config: Config, p: MoEProblem) -> str | None:
     path = config["PATH"]
     if path == "mma":
-        if config["BLOCK_M"] != 8 or config["DEQ"] != "group_asm" or config["SPLIT_K"] != 1:
-            return "mma path: BLOCK_M 8 (tokens per MMA), DEQ group_asm and SPLIT_K 1 only"
+        if config["BLOCK_M"] != 8 or config["DEQ"] != "group_asm" or config["SPLIT_K"] > 4:
+            return "mma path: BLOCK_M 8 (tokens per MMA), DEQ group_asm and SPLIT_K <= 4 only"
         if config["num_stages"] > 1 and config["BLOCK_K"] != 128:
             return "mma path: num_stages > 1 (a shared-memory ring of weight tiles) needs BLOCK_K 128"
     elif path == "gemv":
@@ -406,13 +432,14 @@ SGLANG_SM120 = [
 _TENSOR_CORE_TILES = dict(BLOCK_M=Choice(16, 32, 64, 128), BLOCK_N=Choice(32, 64, 128, 256),
                           BLOCK_K=Choice(64, 128, 256), SPLIT_K=Choice(1, 2, 4), num_warps=Choice(2, 4, 8))
 # What each PATH can use (the constraints below say the same, and why): the space enumerates the three
-# products (about 28,400 configs), not one product of every value (276,480).
+# products (28,704 configs), not one product of every value (276,480).
 _BRANCHES = ("PATH", {
     "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm")),
     "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1)),
     "prefill": _TENSOR_CORE_TILES,
     "mma": dict(BLOCK_M=Choice(8), BLOCK_N=Choice(32, 64, 128, 256), BLOCK_K=Choice(128, 256), GROUP_M=Choice(1),
-                SPLIT_K=Choice(1), DEQ=Choice("group_asm"), num_warps=Choice(1, 2, 4), num_stages=Choice(1, 2, 3, 4)),
+                SPLIT_K=Choice(1, 2, 4), DEQ=Choice("group_asm"), num_warps=Choice(1, 2, 4),
+                num_stages=Choice(1, 2, 3, 4)),
 })
 
 SPACE = ConfigSpace(

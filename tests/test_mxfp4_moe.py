@@ -332,6 +332,29 @@ def test_mma_path_launches_and_space() -> None:
     assert any(c["PATH"] == "mma" and SPACE.check(c, problem) is None for c in SPACE.configs())
 
 
+def test_mma_path_splits_the_first_gemm() -> None:
+    """SPLIT_K on the mma path splits the first GEMM's K into whole BLOCK_K steps, launches no empty split
+    and adds the activation launch of the split sums; the second GEMM is not split (no zeroed buffer)."""
+    problem = MoEProblem(M=8, K=4096, I=256, E=256, top_k=6)
+    split = dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1, SPLIT_K=4)
+    assert SPACE.check(split, problem) is None
+    runs = launches(problem, split)
+    assert [launch.fn.__name__ for launch in runs] == ["_moe_mma1", "_moe_act", "_moe_mma2", "_moe_reduce"]
+    assert runs[0].kwargs["SPLIT"] == 4 and runs[1].kwargs["SPLIT"] == 4
+    assert runs[0].args[5].shape == (4, 48, 512) and runs[0].args[5] is runs[1].args[0]  # fp32 slabs
+    assert runs[0].args[13] == 4  # split_steps
+    assert mxfp4_moe._down_splits(split, problem) == 1
+    assert mxfp4_moe.mma_split_steps(split, problem) == (4, 4)  # 16 steps of 256
+    # 2880 = 22.5 steps of 128: 4 splits of 6 steps, the last 4.5; 1536 = 6 steps: 4 asked, 3 of 2 launched
+    gpt_oss = MoEProblem(M=8, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved")
+    assert mxfp4_moe.mma_split_steps(dict(split, BLOCK_K=128), gpt_oss) == (4, 6)
+    assert mxfp4_moe.mma_split_steps(split, MoEProblem(M=8, K=1536, I=256, E=8, top_k=2)) == (3, 2)
+    assert launches(MoEProblem(M=8, K=1536, I=256, E=8, top_k=2), split)[0].kwargs["SPLIT"] == 3
+    assert "leaves less than BLOCK_K of K=512" in SPACE.check(split, MoEProblem(M=8, K=512, I=256, E=8, top_k=2))
+    assert "SPLIT_K <= 4" in SPACE.check(dict(split, SPLIT_K=8), problem)
+    assert [launch.fn.__name__ for launch in launches(problem, dict(split, SPLIT_K=1))][1] == "_moe_mma2"
+
+
 def test_mma_path_refuses_the_cpu() -> None:
     inputs = _inputs(MoEProblem(M=3, K=64, I=32, E=4, top_k=2))
     with pytest.raises(ValueError, match="PATH 'mma'"):
@@ -350,6 +373,8 @@ def test_mma_path_compiles_with_register_fragments(target: str) -> None:
                                  layout="interleaved", has_bias=True), dict(_MMA, BLOCK_N=32, num_warps=1)),
                            (dict(M=8, K=4096, I=2048, E=256, top_k=6),
                             dict(_MMA, BLOCK_N=32, num_warps=1, num_stages=3)),
+                           (dict(M=8, K=4096, I=256, E=256, top_k=6),  # the first GEMM's K split
+                            dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1, SPLIT_K=4)),
                            (dict(M=32, K=4096, I=2048, E=256, top_k=6), mxfp4_moe._MMA_DEFAULT)):  # runtime default
         result = compile_candidate("mxfp4_moe", fields, config, target)
         assert result.status == "ok", result.reason
@@ -401,6 +426,16 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
     (dict(M=40, K=512, I=256, E=8, top_k=2), dict(_MMA, BLOCK_N=128, num_warps=2)),
     (dict(M=3, K=4096, I=2048, E=256, top_k=6, has_bias=True), dict(_MMA, BLOCK_N=64, num_warps=1)),  # R 4
     (dict(M=6, K=160, I=96, E=4, top_k=2), dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1)),  # only tail spans
+    # the first GEMM's K split (fp32 partial sums, then the activation launch): V4-Flash TP 8 at 2 and 4
+    # splits, gpt-oss (2880: the last split ends in a masked partial span; biases), the ring, V3's K 7168
+    (dict(M=8, K=4096, I=256, E=256, top_k=6), dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1, SPLIT_K=2)),
+    (dict(M=1, K=4096, I=256, E=256, top_k=6), dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1, SPLIT_K=4)),
+    (dict(M=32, K=4096, I=256, E=256, top_k=6), dict(_MMA, BLOCK_N=128, BLOCK_K=256, num_warps=4, SPLIT_K=4)),
+    (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_MMA, BLOCK_N=32, num_warps=1, SPLIT_K=4)),
+    (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_MMA, BLOCK_N=64, num_warps=2, num_stages=3, SPLIT_K=2)),
+    (dict(M=40, K=7168, I=256, E=8, top_k=2, layout="up_gate"), dict(_MMA, BLOCK_N=64, num_warps=1, SPLIT_K=4)),
     # weights through a shared-memory ring (cp.async), more stages than steps at V4-Flash TP 8's I = 256
     (dict(M=8, K=4096, I=256, E=256, top_k=6), dict(_MMA, num_stages=4)),
     (dict(M=32, K=4096, I=2048, E=256, top_k=6), dict(_MMA, BLOCK_N=128, num_warps=4, num_stages=3)),
@@ -431,8 +466,8 @@ def _shift_scales(scale: torch.Tensor, by: int) -> None:
 @pytest.mark.parametrize("fields", [dict(K=4096, I=2048), dict(K=2880, I=2880, activation="swiglu_oai",
                                                                layout="interleaved", has_bias=True)],
                          ids=["v4-flash", "gpt-oss-tails"])
-@pytest.mark.parametrize("stages", [1, 3])
-def test_gpu_mma_fast_decode_falls_back_on_large_scales(fields: dict, stages: int) -> None:
+@pytest.mark.parametrize("stages,split", [(1, 1), (3, 1), (1, 2)])
+def test_gpu_mma_fast_decode_falls_back_on_large_scales(fields: dict, stages: int, split: int) -> None:
     """The mma path's fast decode is exact for scale bytes 0-133; a CTA that reads a larger one recomputes
     on the exact decode. Three groups of tokens, each routed only to its own experts, are checked apart:
     A (experts 0-3: w13 bytes 128-136, its CTAs fall back; w2 bytes 96-104), B (experts 4-7: w2 bytes
@@ -449,7 +484,8 @@ def test_gpu_mma_fast_decode_falls_back_on_large_scales(fields: dict, stages: in
     groups = {"A": (slice(0, 10), 0, 4), "B": (slice(10, 20), 4, 4), "C": (slice(20, 30), 8, 8)}
     for rows, first, count in groups.values():
         inputs["topk_ids"][rows] = (first + ids[rows] % count).to(torch.int32)
-    config = dict(_MMA, BLOCK_N=bn, BLOCK_K=256 if stages == 1 else 128, num_warps=4, num_stages=stages)
+    config = dict(_MMA, BLOCK_N=bn, BLOCK_K=256 if stages == 1 else 128, num_warps=4, num_stages=stages,
+                  SPLIT_K=split)
     out, ref = fused_moe(**inputs, config=config), fused_moe_ref(**inputs)
     for name, (rows, _, _) in groups.items():
         if name == "C":
@@ -460,7 +496,8 @@ def test_gpu_mma_fast_decode_falls_back_on_large_scales(fields: dict, stages: in
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [dict(CFG, BLOCK_N=64, BLOCK_K=128), _MMA], ids=["decode", "mma"])
+@pytest.mark.parametrize("config", [dict(CFG, BLOCK_N=64, BLOCK_K=128), _MMA, dict(_MMA, SPLIT_K=2)],
+                         ids=["decode", "mma", "mma-split"])
 def test_gpu_cuda_graph_replay_follows_new_routing(config: dict) -> None:
     problem = MoEProblem(M=8, K=4096, I=256, E=256, top_k=6)
     inputs = _inputs(problem, device="cuda")

@@ -53,6 +53,9 @@ _GEMV_STAGES = (1, 2, 3, 4)  # 1: plain loop (registers only); more: cp.async th
 # stream the weights through a shared-memory ring (BLOCK_K 128 only)
 _MMA_TILES = [(bn, 128, w, st) for bn, w in ((32, 1), (64, 2), (128, 4), (64, 1), (128, 2), (256, 4))
               for st in (1, 2, 3, 4)] + [(32, 256, 1, 1), (64, 256, 2, 1), (128, 256, 4, 1)]
+# ... and with the first GEMM's K split (SPLIT_K 2 / 4: more programs where few experts fill the GPU, TP 8)
+_MMA_SPLIT_TILES = [(32, 256, 1, 1), (32, 128, 1, 1), (32, 128, 1, 3), (64, 256, 2, 1), (128, 256, 4, 1),
+                    (128, 128, 4, 3)]
 
 
 def _events_ms(fn: Callable[[], Any], reps: int) -> list[float]:
@@ -140,6 +143,9 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
         for bn, bk, warps, stages in _MMA_TILES:
             out.append(dict(PATH="mma", BLOCK_M=8, BLOCK_N=bn, BLOCK_K=bk, DEQ="group_asm", num_warps=warps,
                             num_stages=stages, **_BASE))
+        for (bn, bk, warps, stages), split in itertools.product(_MMA_SPLIT_TILES, (2, 4)):
+            out.append(dict(PATH="mma", BLOCK_M=8, BLOCK_N=bn, BLOCK_K=bk, DEQ="group_asm", num_warps=warps,
+                            num_stages=stages, GROUP_M=1, SPLIT_K=split))
     if p.M >= 32:
         for bm in (16, 32, 64, 128):
             if min(64, p.M // 8) <= bm <= max(32, p.M // 2):
