@@ -8,6 +8,8 @@ or 96) for 4-5 CTAs of 4 warps per SM instead of 3 at 167 registers, at BLOCK_K 
 BLOCK_K 256, which the space restricts to BLOCK_K 128.
 ``python3 tests/bench/moe_mma_variants.py split``: the first GEMM's K split (SPLIT_K 2 and 4) at the best
 tiles, and at V4-Flash TP 8 M = 1 and 8 too (where few experts fill the GPU).
+``python3 tests/bench/moe_mma_variants.py best``: the split problems at three configs each (the best tile,
+its ring form, its 4-way split), for timing a kernel change before and after (``moe_route.patch``).
 
 For DeepSeek-V4-Flash TP 1 and gpt-oss-120b TP 1 at M = 8 and 32 and V4-Flash TP 8 at M = 32 it prints,
 per config, the registers and spill bytes of both GEMMs (compiled for sm_90 in 16 processes), the time
@@ -74,6 +76,8 @@ def configs(variant: str, M: int) -> list[dict[str, Any]]:
     if variant == "split":
         tiles = [(bn, 256, warps, 1), (bn, 128, warps, 3), (64, 128, 2, 1)]
         return [_mma(*tile, split=split) for tile in tiles for split in (1, 2, 4)]
+    if variant == "best":
+        return [_mma(bn, 256, warps, 1), _mma(bn, 128, warps, 3), _mma(bn, 256, warps, 1, split=4)]
     if variant == "ring256":
         return [_mma(bn, 256, warps, st) for st in (1, 2, 3, 4)] + [_mma(64, 256, 2, st) for st in (1, 2, 3)]
     out = [_mma(bn, 256, warps, 1), _mma(bn, 256, warps, 1, 128)]
@@ -96,9 +100,9 @@ def _compile(job: tuple[MoEProblem, dict[str, Any]]) -> list[tuple[int, int]]:
 
 def main() -> None:
     variant = sys.argv[1] if len(sys.argv) > 1 else "regcap"
-    if variant not in ("regcap", "ring256", "split"):
-        raise SystemExit(f"variant {variant!r}: regcap, ring256 or split")
-    problems = SPLIT_PROBLEMS if variant == "split" else PROBLEMS
+    if variant not in ("regcap", "ring256", "split", "best"):
+        raise SystemExit(f"variant {variant!r}: regcap, ring256, split or best")
+    problems = SPLIT_PROBLEMS if variant in ("split", "best") else PROBLEMS
     jobs = [(MoEProblem(M=M, **bench.MODELS[m]), c) for m, M in problems for c in configs(variant, M)]
     start = time.time()
     with ProcessPoolExecutor(16, mp_context=multiprocessing.get_context("spawn")) as pool:
