@@ -27,8 +27,8 @@ BLOCK_N (weight rows per program in both GEMMs: the first GEMM computes BLOCK_N/
 up rows), BLOCK_K (gemv: up to 1024 for the first GEMM, clamped to I for the second), GROUP_M, SPLIT_K
 (K splits of the down projection; on the gemv path of both GEMMs: the first one's fp32 partial sums
 are summed in split order by an activation launch, the second's split at most I / its BLOCK_K; on the mma
-path of the first GEMM only, as on the gemv path, whole BLOCK_K steps per split and no empty split:
-``mma_split_steps``), DEQ (how E2M1 meets the tensor cores: "arith" decodes and scales the weight
+path of the first GEMM only, with the same workspace and activation launch, whole BLOCK_K steps per split
+and no empty split: ``mma_split_steps``), DEQ (how E2M1 meets the tensor cores: "arith" decodes and scales the weight
 tile in registers, then one bf16 tl.dot per BLOCK_K; "group" decodes without scaling, one tl.dot per
 scale group, the scale multiplies the fp32 partial product (less per-element work, for decode); both
 run under the interpreter; "group_asm": "group" with a PTX E2M1 -> bf16x2 decode (two values per 32-bit
