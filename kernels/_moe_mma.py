@@ -385,9 +385,10 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, to
 
     The tile's rows are BLOCK_N/2 gate rows, then the matching up rows: row r and r + BLOCK_N/2 of the
     accumulator sit in one thread, so the activation needs no data exchange. With SPLIT > 1 the third grid
-    axis splits K: program k sums the ``split_steps`` BLOCK_K steps from step ``k * split_steps`` (the last
-    split also the groups after the last whole step) and stores the fp32 gate and up sums in its slab of the
-    workspace (gate at column c, up at I + c); ``_moe_gemv._moe_act`` adds the splits and activates."""
+    axis splits K: program k sums ``split_steps`` BLOCK_K steps from step ``k * split_steps`` (the last split
+    what is left of K: fewer steps, and the groups after the last whole step) and stores the fp32 gate and up
+    sums in its slab of the workspace (gate at column c, up at I + c); ``_moe_gemv._moe_act`` adds the splits
+    and activates."""
     HALF: gl.constexpr = BLOCK_N // 2
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     pid_m = gl.program_id(0)

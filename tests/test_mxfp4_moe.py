@@ -436,6 +436,9 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
     (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(_MMA, BLOCK_N=64, num_warps=2, num_stages=3, SPLIT_K=2)),
     (dict(M=40, K=7168, I=256, E=8, top_k=2, layout="up_gate"), dict(_MMA, BLOCK_N=64, num_warps=1, SPLIT_K=4)),
+    # 6 steps of 256 asked in 4 splits: 3 launched; 4.25 steps of 128: the last of 3 splits is one tail group
+    (dict(M=7, K=1536, I=256, E=16, top_k=4), dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1, SPLIT_K=4)),
+    (dict(M=7, K=544, I=256, E=16, top_k=4), dict(_MMA, BLOCK_N=32, num_warps=1, num_stages=3, SPLIT_K=4)),
     # weights through a shared-memory ring (cp.async), more stages than steps at V4-Flash TP 8's I = 256
     (dict(M=8, K=4096, I=256, E=256, top_k=6), dict(_MMA, num_stages=4)),
     (dict(M=32, K=4096, I=2048, E=256, top_k=6), dict(_MMA, BLOCK_N=128, num_warps=4, num_stages=3)),
@@ -447,6 +450,27 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
     (dict(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
      dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=512, DEQ="arith", num_warps=1, num_stages=3)),
 ]
+
+
+@pytest.mark.gpu
+def test_gpu_mma_split_reads_only_what_it_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mma path's K split: its fp32 slabs, the intermediate and the per-slot rows start as NaN, so a value
+    read but never written (a split's range, a slot, a column) would reach the output."""
+    def poisoned(*args: object) -> dict:
+        ws = workspace(*args)
+        for name in ("split_ws", "inter", "dst"):
+            if ws[name].is_floating_point():
+                ws[name].fill_(float("nan"))
+        return ws
+
+    workspace = mxfp4_moe._workspace
+    monkeypatch.setattr(mxfp4_moe, "_workspace", poisoned)
+    problem = MoEProblem(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
+                         has_bias=True)
+    inputs = _inputs(problem, seed=4, device="cuda")
+    inputs["topk_ids"][0, :2] = -1
+    out = fused_moe(**inputs, config=dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1, SPLIT_K=4))
+    assert not out.isnan().any() and rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
 
 
 @pytest.mark.gpu
