@@ -7,7 +7,7 @@
 #   mla-unroll3  FlashMLA's three-tile register pipeline (mla_unroll3.patch) against the landed kernel
 #   moe-route    the MoE mma path's GEMM2 reading GEMM1's routing (moe_route.patch): timed before, then
 #                patched (this copy of the tree, reinstalled into $AOTUNE_SITE, default /tmp/site), the mma
-#                GPU tests, timed after (run it last: later steps would see the patched tree)
+#                GPU tests, timed after; then unpatched and reinstalled
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"
@@ -30,7 +30,10 @@ for step in "$@"; do
                       --target "${AOTUNE_SITE:-/tmp/site}" . >/dev/null 2>&1 \
                  && AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider \
                       tests/test_mxfp4_moe.py -k mma 2>&1 | tail -8 | tee "$out/moe_route_tests.txt" \
-                 && timeout 150 python3 tests/bench/moe_mma_variants.py best 2>&1 | tee "$out/moe_route_after.txt" ;;
+                 && timeout 150 python3 tests/bench/moe_mma_variants.py best 2>&1 | tee "$out/moe_route_after.txt"
+               patch -R -p1 < tests/bench/moe_route.patch \
+                 && python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-index \
+                      --target "${AOTUNE_SITE:-/tmp/site}" . >/dev/null 2>&1 ;;
     *) echo "unknown step $step (tests, moe-split, mla-unroll3, moe-route)" ;;
   esac
   cd "$root"
