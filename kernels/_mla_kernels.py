@@ -261,25 +261,23 @@ def mla_combine_kernel(
 ):
     """Merge the fp32 split partials of one (row, head) and ``CB`` output columns by their lse, in fp32, then
     round once to bf16. The splits are unrolled, so their loads are issued together (one round trip), and each
-    thread merges its own columns in registers (no cross-thread reduction, no barrier)."""
+    thread merges its own columns in registers (no cross-thread reduction, no barrier). Two passes in exp2
+    space: the largest lse, then every split's weight against it (independent exponentials; an online merge
+    would chain a max, two exponentials and a rescale per split)."""
     row = tl.program_id(0)
     head = tl.program_id(1)
     cols = tl.program_id(2) * CB + tl.arange(0, CB)
     prow = row.to(tl.int64) * NUM_SPLITS * H + head  # split k of this (row, head) is partial row prow + k * H
     m = tl.full((), float("-inf"), tl.float32)
+    for k in tl.static_range(NUM_SPLITS):  # a split without tokens has lse -inf
+        m = tl.maximum(m, tl.load(part_lse_ptr + prow + k * H))
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
     total = tl.zeros((), tl.float32)
     o = tl.zeros((CB,), tl.float32)
-    for k in tl.static_range(NUM_SPLITS):  # online merge in exp2 space; a split without tokens has lse -inf
-        part = tl.load(part_o_ptr + (prow + k * H) * 512 + cols)
-        lse_k = tl.load(part_lse_ptr + prow + k * H)
-        m_new = tl.maximum(m, lse_k)
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        rescale = tl.exp2(m - m_use)
-        w = tl.exp2(lse_k - m_use)
-        total = total * rescale + w
-        o = o * rescale + w * part
-        m = m_new
-    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    for k in tl.static_range(NUM_SPLITS):
+        w = tl.exp2(tl.load(part_lse_ptr + prow + k * H) - m_safe)
+        total += w
+        o += w * tl.load(part_o_ptr + (prow + k * H) * 512 + cols)
     o = o * tl.where(total > 0, 1.0 / total, 0.0)
     lse2 = tl.where(total > 0, m_safe + tl.log2(total), float("-inf"))
     lse = lse2 * 0.6931471805599453
