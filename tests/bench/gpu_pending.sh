@@ -5,6 +5,7 @@
 #   tests        the gpu-marked tests of every kernel (about 250 s)
 #   moe-split    the mma path's first-GEMM K split (SPLIT_K 1 / 2 / 4) at the best tiles (moe_mma_variants.py)
 #   mla-unroll3  FlashMLA's three-tile register pipeline (mla_unroll3.patch) against the landed kernel
+#   mla-combine  FlashMLA's two-pass combine against the online merge it replaced (mla_combine_ab.py)
 #   moe-route    the MoE mma path's GEMM2 reading GEMM1's routing (moe_route.patch): timed before, then
 #                patched (this copy of the tree, reinstalled into $AOTUNE_SITE, default /tmp/site), the mma
 #                GPU tests, timed after; then unpatched and reinstalled
@@ -24,6 +25,7 @@ for step in "$@"; do
     mla-unroll3) patch -s -o /tmp/unroll3.py kernels/_mla_mma.py tests/bench/mla_unroll3.patch \
                    && (cd tests/bench && timeout 400 python3 mla_variants.py main=main unroll3=/tmp/unroll3.py) 2>&1 \
                    | tee "$out/mla_unroll3.txt" ;;
+    mla-combine) (cd tests/bench && timeout 300 python3 mla_combine_ab.py) 2>&1 | tee "$out/mla_combine.txt" ;;
     moe-route) timeout 150 python3 tests/bench/moe_mma_variants.py best 2>&1 | tee "$out/moe_route_before.txt"
                patch -p1 < tests/bench/moe_route.patch \
                  && python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-index \
@@ -34,7 +36,7 @@ for step in "$@"; do
                patch -R -p1 < tests/bench/moe_route.patch \
                  && python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-index \
                       --target "${AOTUNE_SITE:-/tmp/site}" . >/dev/null 2>&1 ;;
-    *) echo "unknown step $step (tests, moe-split, mla-unroll3, moe-route)" ;;
+    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route)" ;;
   esac
   cd "$root"
 done
