@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from bench_flash_mla import MODELS, graph_time, input_sets
+from bench_flash_mla import MODELS, input_sets
+from mla_variants import header, interleaved, row
 
-from aotune.kernels import flash_mla, rel_error
-from aotune.kernels.flash_mla import SparseDecodeProblem, sparse_decode, sparse_decode_ref
+from aotune.kernels import flash_mla
+from aotune.kernels.flash_mla import SparseDecodeProblem, sparse_decode_ref
 
 SPLITS = {("V3.2 TP8", 1): 64, ("V3.2 TP8", 8): 16, ("V3.2 TP8", 64): 4,
           ("V4-Flash TP8", 1): 32, ("V4-Flash TP8", 8): 16, ("V4-Flash TP8", 64): 4}
@@ -58,23 +59,13 @@ def online_combine_kernel(
 def main() -> None:
     kernels = {"two-pass": flash_mla.mla_combine_kernel, "online": online_combine_kernel}
     print(f"device {torch.cuda.get_device_name()}")
-    print("| model | B | splits | " + " | ".join(f"{n} us" for n in kernels) + " | "
-          + " | ".join(f"{n} err" for n in kernels) + " |", flush=True)
+    print(header(list(kernels)), flush=True)
     for (model, batch), splits in SPLITS.items():
         sets = input_sets(SparseDecodeProblem(B=batch, **MODELS[model]))
         ref = sparse_decode_ref(**sets[0])
         config = dict(PATH="mma", BLOCK_T=16, H_TILE=16, NUM_SPLITS=splits, num_warps=4, num_stages=1)
-        times, errors = {n: float("inf") for n in kernels}, {}
-        for round_ in range(3):
-            for name, kernel in kernels.items():
-                flash_mla.mla_combine_kernel = kernel  # what sparse_decode launches
-                if round_ == 0:
-                    out, lse = sparse_decode(**sets[0], config=config)
-                    errors[name] = max(rel_error(out, ref[0]), rel_error(lse, ref[1]))
-                times[name] = min(times[name], graph_time(sets, config))
-        flash_mla.mla_combine_kernel = kernels["two-pass"]
-        print(f"| {model} | {batch} | {splits} | " + " | ".join(f"{times[n] * 1e6:.1f}" for n in kernels) + " | "
-              + " | ".join(f"{errors[n]:.1e}" for n in kernels) + " |", flush=True)
+        times, errors = interleaved(kernels, "mla_combine_kernel", sets, config, ref, 3)
+        print(row(model, batch, splits, times, errors), flush=True)
         del sets
         torch.cuda.empty_cache()
 

@@ -23,6 +23,35 @@ SPLITS = {("V3.2 TP8", 1): [64, 32], ("V3.2 TP8", 8): [16], ("V3.2 TP8", 64): [4
           ("V4-Flash TP8", 256): [1, 2]}
 
 
+def interleaved(kernels: dict[str, object], attr: str, sets: list[dict], config: dict, ref: tuple,
+                rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds (best of ``rounds`` of ``graph_time``, the variants interleaved) and the first round's error
+    against ``ref`` of ``sparse_decode`` with ``flash_mla.<attr>`` (what it launches) set to each kernel."""
+    original = getattr(flash_mla, attr)
+    times, errors = {n: float("inf") for n in kernels}, {}
+    try:
+        for round_ in range(rounds):
+            for name, kernel in kernels.items():
+                setattr(flash_mla, attr, kernel)
+                if round_ == 0:
+                    out, lse = sparse_decode(**sets[0], config=config)
+                    errors[name] = max(rel_error(out, ref[0]), rel_error(lse, ref[1]))
+                times[name] = min(times[name], graph_time(sets, config))
+    finally:
+        setattr(flash_mla, attr, original)
+    return times, errors
+
+
+def header(names: list[str]) -> str:
+    return "| model | B | splits | " + " | ".join(f"{n} us" for n in names) + " | " + " | ".join(
+        f"{n} err" for n in names) + " |"
+
+
+def row(model: str, batch: int, splits: int, times: dict[str, float], errors: dict[str, float]) -> str:
+    return (f"| {model} | {batch} | {splits} | " + " | ".join(f"{t * 1e6:.1f}" for t in times.values()) + " | "
+            + " | ".join(f"{e:.1e}" for e in errors.values()) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants", nargs="+", help="NAME=FILE (FILE 'main': the installed kernel)")
@@ -36,26 +65,16 @@ def main() -> None:
             raise SystemExit(f"variant {item!r}: expected NAME=FILE")
         kernels[name] = _mla_mma.mla_decode_mma_kernel if path == "main" else load_variant(path)
     print(f"device {torch.cuda.get_device_name()}; copy {copy_bandwidth() / 1e12:.2f} TB/s; BLOCK_T {args.block_t}")
-    print("| model | B | splits | " + " | ".join(f"{n} us" for n in kernels) + " | "
-          + " | ".join(f"{n} err" for n in kernels) + " |", flush=True)
+    print(header(list(kernels)), flush=True)
     for (model, batch), split_counts in SPLITS.items():
         sets = input_sets(SparseDecodeProblem(B=batch, **MODELS[model]))
         ref = sparse_decode_ref(**sets[0])
         for splits in split_counts:
             config = dict(PATH="mma", BLOCK_T=args.block_t, H_TILE=16, NUM_SPLITS=splits, num_warps=4, num_stages=1)
-            times, errors = {n: float("inf") for n in kernels}, {}
-            for round_ in range(args.rounds):
-                for name, kernel in kernels.items():
-                    flash_mla.mla_decode_mma_kernel = kernel  # what sparse_decode launches
-                    if round_ == 0:
-                        out, lse = sparse_decode(**sets[0], config=config)
-                        errors[name] = max(rel_error(out, ref[0]), rel_error(lse, ref[1]))
-                    times[name] = min(times[name], graph_time(sets, config))
-            print(f"| {model} | {batch} | {splits} | " + " | ".join(f"{times[n] * 1e6:.1f}" for n in kernels) + " | "
-                  + " | ".join(f"{errors[n]:.1e}" for n in kernels) + " |", flush=True)
+            times, errors = interleaved(kernels, "mla_decode_mma_kernel", sets, config, ref, args.rounds)
+            print(row(model, batch, splits, times, errors), flush=True)
         del sets
         torch.cuda.empty_cache()
-    flash_mla.mla_decode_mma_kernel = _mla_mma.mla_decode_mma_kernel
 
 
 if __name__ == "__main__":
