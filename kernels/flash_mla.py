@@ -43,9 +43,8 @@ D_V = 512
 
 def combine_cols(splits: int) -> int:
     """Output columns per combine program (4 warps): every split's loads are in flight at once, so a thread
-    holds splits x cols / 128 floats: at most 64 (sm_90 registers of the two-pass merge: 92 at 16 splits x 512
-    columns, 136 at 32 x 256, 206 at 64 x 128, or 168 and an 8-byte spill of one pointer with a sink; the
-    online merge before it took 112 / 134 / 190, and 64 x 512 spilled 2792 bytes)."""
+    holds splits x cols / 128 floats: at most 64 (sm_90 registers: 92 at 16 splits x 512 columns, 136 at
+    32 x 256, 206 at 64 x 128, or 168 and an 8-byte spill of one pointer with a sink; BENCHMARKS.md)."""
     per_thread = max(1, 64 // splits)
     return 128 * min(4, 1 << (per_thread.bit_length() - 1))  # a power of two (tl.arange)
 

@@ -88,7 +88,7 @@ def _workspace(p: MoEProblem, cfg: Config, device: torch.device | str, ids: torc
         "out": torch.empty(p.M, p.K, dtype=torch.bfloat16, device=device),
         "sorted": ids, "bexp": ids, "cursor": ids, "split_ws": ids,
     }
-    if cfg["PATH"] in ("gemv", "mma") and cfg["SPLIT_K"] > 1:  # the first GEMM's fp32 partial sums, a slab per split
+    if _splits_first_gemm(cfg) and cfg["SPLIT_K"] > 1:  # the first GEMM's fp32 partial sums, a slab per split
         ws["split_ws"] = torch.empty(cfg["SPLIT_K"], t, 2 * p.I, dtype=torch.float32, device=device)
     if not decode:
         nb_cap = triton.cdiv(t, cfg["BLOCK_M"]) + min(t, p.E)
@@ -144,8 +144,7 @@ def _dot_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) 
           float("inf") if limit is None else limit, p.K, w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1),
           stride_b13, inter.stride(0))
     bk = cfg["BLOCK_K"]
-    kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=has_bias, **tiles,
-               EVEN_K=p.K % bk == 0)
+    kw1 = dict(**_act_flags(p), **tiles, EVEN_K=p.K % bk == 0)
     out.append((Launch(_moe_gemm1, g1, kw1), (num_m * triton.cdiv(p.I, bn // 2),)))
     g2 = (inter, w2, s2, b2, dst, ts["topk_weights"], *route, t, p.K, p.I, p.E, p.top_k, num_m,
           inter.stride(0), w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
@@ -171,8 +170,7 @@ def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config)
     ws_strides = (split_ws.stride(0), split_ws.stride(1)) if split1 > 1 else (0, 0)
     g1 = (x32, w13, s13, b13, inter, split_ws, ids, t, p.K, p.I, p.E, p.top_k, lim, x32.stride(0), w13.stride(0),
           w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0), *ws_strides)
-    act = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias)
-    kw1 = dict(**act, **tiles, BLOCK_K=bk, TAIL_K=min(bk, p.K & -p.K), SPLIT=split1)
+    kw1 = dict(**_act_flags(p), **tiles, BLOCK_K=bk, TAIL_K=min(bk, p.K & -p.K), SPLIT=split1)
     out = [(Launch(_moe_gemv1, g1, kw1), (t * triton.cdiv(p.I, bn // 2) * split1,))]
     if split1 > 1:
         out.append(_act_launch(ts, p, lim, split1))
@@ -184,6 +182,11 @@ def _gemv_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config)
     return out
 
 
+def _act_flags(p: MoEProblem) -> dict[str, Any]:
+    """The constexprs of the first GEMM's epilogue (activation, gate/up row layout, biases)."""
+    return dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias)
+
+
 def _act_launch(ts: Tensors, p: MoEProblem, lim: float, splits: int) -> tuple[Launch, tuple]:
     """``_moe_act`` after a K-split first GEMM: the sum of the first ``splits`` fp32 slabs, activated, as bf16."""
     split_ws = ts["split_ws"]
@@ -191,9 +194,8 @@ def _act_launch(ts: Tensors, p: MoEProblem, lim: float, splits: int) -> tuple[La
     block = min(1024, _pow2(p.I))
     ga = (split_ws, b13, ts["inter"], ts["topk_ids"], p.I, p.E, lim, split_ws.stride(0), split_ws.stride(1),
           stride_b13, ts["inter"].stride(0))
-    act = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias)
     grid = (p.M * p.top_k, triton.cdiv(p.I, block))
-    return Launch(_moe_act, ga, dict(**act, SPLIT=splits, BLOCK=block, num_warps=4)), grid
+    return Launch(_moe_act, ga, dict(**_act_flags(p), SPLIT=splits, BLOCK=block, num_warps=4)), grid
 
 
 def mma_split_steps(config: Config, p: MoEProblem) -> tuple[int, int]:
@@ -222,7 +224,7 @@ def _mma_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) 
     ws_strides = (split_ws.stride(0), split_ws.stride(1)) if splits > 1 else (0, 0)
     g1 = (x32, w13_32, s13, b13, inter, split_ws, ids, t, p.K, p.I, p.E, p.top_k, lim, split_steps, x32.stride(0),
           w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0), *ws_strides)
-    kw1 = dict(ACT=ACTIVATIONS[p.activation], LAYOUT=LAYOUTS[p.layout], HAS_BIAS=p.has_bias, **tiles, SPLIT=splits)
+    kw1 = dict(**_act_flags(p), **tiles, SPLIT=splits)
     g2 = (inter32, w2_32, s2, b2, dst, ts["topk_weights"], ids, t, p.K, p.I, p.E, inter32.stride(0), w2.stride(0),
           w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
     kw2 = dict(HAS_BIAS=p.has_bias, **tiles)
@@ -326,6 +328,11 @@ def _slots(p: MoEProblem) -> int:
     return p.M * p.top_k
 
 
+def _splits_first_gemm(config: Config) -> bool:
+    """Whether SPLIT_K splits the first GEMM's K (the gemv and mma paths) rather than only the second's."""
+    return config["PATH"] in ("gemv", "mma")
+
+
 def _down_splits(config: Config, p: MoEProblem) -> int:
     """K splits of the second GEMM: SPLIT_K on the decode and prefill paths; on the gemv path (where SPLIT_K
     splits the first GEMM) at most I / its BLOCK_K, so that every split has a whole K step; on the mma path
@@ -381,7 +388,7 @@ def _tiles_fit(config: Config, p: MoEProblem) -> str | None:
         return f"BLOCK_M {config['BLOCK_M']} exceeds the rows any expert can get (M={p.M})"
     if config["BLOCK_N"] > max(32, _pow2(max(2 * p.I, p.K))):
         return f"BLOCK_N {config['BLOCK_N']} exceeds the weight rows"
-    if config["PATH"] in ("gemv", "mma"):  # SPLIT_K splits the first GEMM (K)
+    if _splits_first_gemm(config):
         if config["SPLIT_K"] > 1 and triton.cdiv(p.K, config["SPLIT_K"]) < config["BLOCK_K"]:
             return f"SPLIT_K {config['SPLIT_K']} leaves less than BLOCK_K of K={p.K} per split"
     elif config["SPLIT_K"] > 1 and triton.cdiv(p.I, config["SPLIT_K"]) < config["BLOCK_K"]:
