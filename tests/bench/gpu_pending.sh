@@ -10,8 +10,8 @@
 #                patched (this copy of the tree, reinstalled into $AOTUNE_SITE, default /tmp/site), the mma
 #                GPU tests, timed after; then unpatched and reinstalled
 #   moe-table    the MoE table (bench_mxfp4_moe.py): M = 1 over the gemv and mma paths, M = 8-4096 over
-#                mma and prefill (the paths that won there on the H200), SGLang's set always (about 480 s)
-#   mla-table    the FlashMLA table (bench_flash_mla.py 100)
+#                mma and prefill (the paths that won there on the H200), SGLang's set always (about 400 s)
+#   mla-table    the FlashMLA table (bench_flash_mla.py 80)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"
@@ -39,11 +39,11 @@ for step in "$@"; do
                patch -R -p1 < tests/bench/moe_route.patch \
                  && python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-index \
                       --target "${AOTUNE_SITE:-/tmp/site}" . >/dev/null 2>&1 ;;
-    moe-table) timeout 170 python3 tests/bench/bench_mxfp4_moe.py --tokens 1 --paths gemv,mma --reps 10 \
-                 --budget-s 140 --json "$out/moe_m1.json" 2>&1 | grep -v '^{' | tee "$out/moe_table_m1.txt"
-               timeout 360 python3 tests/bench/bench_mxfp4_moe.py --tokens 8,32,128,1024,4096 --paths mma,prefill \
-                 --reps 10 --budget-s 330 --json "$out/moe.json" 2>&1 | grep -v '^{' | tee "$out/moe_table.txt" ;;
-    mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 100 2>&1 | tee "$out/mla_table.txt" ;;
+    moe-table) timeout 140 python3 tests/bench/bench_mxfp4_moe.py --tokens 1 --paths gemv,mma --reps 10 \
+                 --budget-s 100 --json "$out/moe_m1.json" 2>&1 | grep -v '^{' | tee "$out/moe_table_m1.txt"
+               timeout 300 python3 tests/bench/bench_mxfp4_moe.py --tokens 8,32,128,1024,4096 --paths mma,prefill \
+                 --reps 10 --budget-s 240 --json "$out/moe.json" 2>&1 | grep -v '^{' | tee "$out/moe_table.txt" ;;
+    mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
     *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, mla-table)" ;;
   esac
   cd "$root"
