@@ -2,7 +2,7 @@
 # The GPU work left by sessions without a device (BENCHMARKS.md, "GPU test status"), in steps that fit one
 # device call each (10 min). Results go to $OUT, one file per step.
 # Usage on the GPU machine (deps installed, PYTHONPATH set): bash tests/bench/gpu_pending.sh STEP [STEP ...]
-#   tests        the gpu-marked tests of every kernel (about 250 s)
+#   tests        the gpu-marked tests of every kernel (about 250 s; 6 processes if pytest-xdist is there)
 #   moe-split    the mma path's first-GEMM K split (SPLIT_K 1 / 2 / 4) at the best tiles (moe_mma_variants.py)
 #   mla-unroll3  FlashMLA's three-tile register pipeline (mla_unroll3.patch) against the landed kernel
 #   mla-combine  FlashMLA's two-pass combine against the online merge it replaced (mla_combine_ab.py)
@@ -22,7 +22,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$
 for step in "$@"; do
   echo "== $step $(date -u +%T)"
   case "$step" in
-    tests) AOTUNE_TEST_DEVICE=cuda timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 \
+    tests) xdist=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 6")  # pack-deps.sh ... pytest-xdist
+           AOTUNE_TEST_DEVICE=cuda timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist tests 2>&1 \
              | tail -25 | tee "$out/gpu_tests.txt" ;;
     moe-split) timeout 400 python3 tests/bench/moe_mma_variants.py split 2>&1 | tee "$out/moe_split.txt" ;;
     mla-unroll3) patch -s -o /tmp/unroll3.py kernels/_mla_mma.py tests/bench/mla_unroll3.patch \
