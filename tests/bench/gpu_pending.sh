@@ -11,6 +11,7 @@
 #                GPU tests, timed after; then unpatched and reinstalled
 #   moe-table    the MoE table (bench_mxfp4_moe.py): M = 1 over the gemv and mma paths, M = 8-4096 over
 #                mma and prefill (the paths that won there on the H200), SGLang's set always (about 400 s)
+#   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; about 230 s)
 #   mla-table    the FlashMLA table (bench_flash_mla.py 80)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
@@ -44,8 +45,10 @@ for step in "$@"; do
                  --budget-s 100 --json "$out/moe_m1.json" 2>&1 | grep -v '^{' | tee "$out/moe_table_m1.txt"
                timeout 300 python3 tests/bench/bench_mxfp4_moe.py --tokens 8,32,128,1024,4096 --paths mma,prefill \
                  --reps 10 --budget-s 240 --json "$out/moe.json" 2>&1 | grep -v '^{' | tee "$out/moe_table.txt" ;;
+    moe-decode) timeout 230 python3 tests/bench/bench_mxfp4_moe.py --tokens 1,8,32 --paths gemv,mma --reps 10 \
+                  --budget-s 200 --json "$out/moe_decode.json" 2>&1 | grep -v '^{' | tee "$out/moe_decode.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
-    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, mla-table)" ;;
+    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, moe-decode, mla-table)" ;;
   esac
   cd "$root"
 done
