@@ -13,6 +13,8 @@
 #                mma and prefill (the paths that won there on the H200), SGLang's set always (about 400 s)
 #   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; about 230 s)
 #   mla-table    the issue's FlashMLA table (bench_flash_mla.py 80)
+#   moe-floor    the MoE decode floor: a pure read of the active experts' bytes in 1 and 2 launches, and the
+#                launch floor of 1-4 empty kernels (bench_moe_floor.py, about 90 s)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"
@@ -47,8 +49,9 @@ for step in "$@"; do
                  --reps 10 --budget-s 240 --json "$out/moe.json" 2>&1 | grep -v '^{' | tee "$out/moe_table.txt" ;;
     moe-decode) timeout 230 python3 tests/bench/bench_mxfp4_moe.py --tokens 1,8,32 --paths gemv,mma --reps 10 \
                   --budget-s 200 --json "$out/moe_decode.json" 2>&1 | grep -v '^{' | tee "$out/moe_decode.txt" ;;
+    moe-floor) timeout 200 python3 tests/bench/bench_moe_floor.py 2>&1 | tee "$out/moe_floor.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
-    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, moe-decode, mla-table)" ;;
+    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, moe-decode, mla-table, moe-floor)" ;;
   esac
   cd "$root"
 done
