@@ -35,6 +35,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from aotune.kernels._pdl import gdc_launch_dependents, gdc_wait
+
 LOG2E = 1.4426950408889634
 
 
@@ -194,9 +196,12 @@ def mla_decode_kernel(
     sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, S_q, H, scale_log2,
     LAYOUT: tl.constexpr, PAGE: tl.constexpr, BLOCK_T: tl.constexpr, H_TILE: tl.constexpr, HP: tl.constexpr,
     NUM_SPLITS: tl.constexpr, HAS_LEN: tl.constexpr, HAS_XLEN: tl.constexpr, HAS_SINK: tl.constexpr,
-    LONELY_POS: tl.constexpr, ASM: tl.constexpr, STAGES: tl.constexpr = 1,
+    LONELY_POS: tl.constexpr, ASM: tl.constexpr, STAGES: tl.constexpr = 1, PDL: tl.constexpr = False,
 ):
-    """Partial (or, with NUM_SPLITS == 1, final) attention of one (head tile, row, split)."""
+    """Partial (or, with NUM_SPLITS == 1, final) attention of one (head tile, row, split). PDL: the first
+    launch of a chain with the combine (``_pdl``), it lets the combine start."""
+    if PDL:
+        gdc_launch_dependents()
     pid_h = tl.program_id(0)
     row = tl.program_id(1)
     split = tl.program_id(2)
@@ -258,12 +263,16 @@ def mla_decode_kernel(
 def mla_combine_kernel(
     part_o_ptr, part_lse_ptr, sink_ptr, out_ptr, lse_ptr, S_q, H,
     NUM_SPLITS: tl.constexpr, CB: tl.constexpr, HAS_SINK: tl.constexpr, LONELY_POS: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
     """Merge the fp32 split partials of one (row, head) and ``CB`` output columns by their lse, in fp32, then
     round once to bf16. The splits are unrolled, so their loads are issued together (one round trip), and each
     thread merges its own columns in registers (no cross-thread reduction, no barrier). Two passes in exp2
     space: the largest lse, then every split's weight against it (independent exponentials; an online merge
-    would chain a max, two exponentials and a rescale per split)."""
+    would chain a max, two exponentials and a rescale per split). PDL: the second launch of a chain
+    (``_pdl``), it waits for the split pass first."""
+    if PDL:
+        gdc_wait()
     row = tl.program_id(0)
     head = tl.program_id(1)
     cols = tl.program_id(2) * CB + tl.arange(0, CB)

@@ -47,6 +47,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from aotune.kernels._mla_kernels import row_limits, split_range
+from aotune.kernels._pdl import gl_gdc_launch_dependents
 
 HP = gl.constexpr(16)  # head rows per program (one MMA M tile)
 
@@ -426,11 +427,13 @@ def mla_decode_mma_kernel(
     sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, S_q, H, scale_log2,
     LAYOUT: gl.constexpr, PAGE: gl.constexpr, BLOCK_T: gl.constexpr, H_TILE: gl.constexpr,
     NUM_SPLITS: gl.constexpr, HAS_LEN: gl.constexpr, HAS_XLEN: gl.constexpr, HAS_SINK: gl.constexpr,
-    LONELY_POS: gl.constexpr,
+    LONELY_POS: gl.constexpr, PDL: gl.constexpr = False,
 ):
     """Partial (or, with NUM_SPLITS == 1, final) attention of one (head tile, row, split); the arguments are
     those of ``_mla_kernels.mla_decode_kernel``. The next tile's bytes are loaded while one computes, and the
     ids two tiles ahead (so no load waits on another inside a step)."""
+    if PDL:
+        gl_gdc_launch_dependents()
     mma: gl.constexpr = _mma3()
     rows_l: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(0, mma))
     ids_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(2, _raw_layout(BLOCK_T)))

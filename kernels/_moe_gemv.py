@@ -33,6 +33,7 @@ import triton.language as tl
 from aotune.kernels._moe_kernels import (
     _activate, _chunk_rows, _e2m1_fp16_bits, _gate_up_rows, _owner, _tile_ids,
 )
+from aotune.kernels._pdl import gdc_launch_dependents, gdc_wait, prefetch_l2
 
 
 @triton.jit
@@ -182,9 +183,13 @@ def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, t
                stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm, stride_wss, stride_wsm,
                ACT: tl.constexpr, LAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, T_PAD: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, G: tl.constexpr,
-               ASM: tl.constexpr, TAIL_K: tl.constexpr, SPLIT: tl.constexpr, STAGES: tl.constexpr):
+               ASM: tl.constexpr, TAIL_K: tl.constexpr, SPLIT: tl.constexpr, STAGES: tl.constexpr,
+               PDL: tl.constexpr = False):
     """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns; x_ptr is int32.
-    With SPLIT > 1 each program sums one K range into its split's fp32 workspace (``_moe_act`` finishes)."""
+    With SPLIT > 1 each program sums one K range into its split's fp32 workspace (``_moe_act`` finishes).
+    PDL: the first launch of a chain (``_pdl``), it lets the next one start."""
+    if PDL:
+        gdc_launch_dependents()
     HALF: tl.constexpr = BLOCK_N // 2
     pid_m, pid_n, pid_k = _tile_ids(1, T, tl.cdiv(I, HALF))
     e, owns, match, rank, count = _owner(ids_ptr, pid_m, T, E, T_PAD)
@@ -218,8 +223,12 @@ def _moe_gemv1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, t
 @triton.jit
 def _moe_act(ws_ptr, b_ptr, h_ptr, ids_ptr, I, E, limit, stride_wss, stride_wsm, stride_be, stride_hm,
              ACT: tl.constexpr, LAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
-             BLOCK: tl.constexpr):
-    """After a K-split first GEMM: h[slot] = act(sum of the SPLIT fp32 partials), summed in split order."""
+             BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+    """After a K-split first GEMM: h[slot] = act(sum of the SPLIT fp32 partials), summed in split order.
+    PDL: a middle launch of a chain (``_pdl``), it lets the next one start, then waits for the first GEMM."""
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     slot = tl.program_id(0)
     hc = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     ok = hc < I
@@ -250,14 +259,31 @@ def _down_store(y, slot, ok, cols, b_base, tw_ptr, out_ptr, stride_om, first_spl
 
 
 @triton.jit
+def _prefetch_rows(w_base, s_base, row0, row1, stride_wn, stride_sn):
+    """Prefetch weight rows ``row0 .. row1 - 1`` of one expert (bytes and scale bytes) into L2."""
+    prefetch_l2(w_base + row0 * stride_wn, (row1 - row0).to(tl.int64) * stride_wn)
+    prefetch_l2(s_base + row0 * stride_sn, (row1 - row0).to(tl.int64) * stride_sn)
+
+
+@triton.jit
 def _moe_gemv2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E, top_k,
                stride_am, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_om,
                HAS_BIAS: tl.constexpr, ATOMIC: tl.constexpr, SPLIT_K: tl.constexpr, T_PAD: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, G: tl.constexpr,
-               ASM: tl.constexpr, TAIL_K: tl.constexpr, STAGES: tl.constexpr):
-    """out[slot] (+)= (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns; a_ptr is int32."""
+               ASM: tl.constexpr, TAIL_K: tl.constexpr, STAGES: tl.constexpr, PDL: tl.constexpr = False,
+               PREFETCH: tl.constexpr = False):
+    """out[slot] (+)= (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns; a_ptr is int32.
+    PDL: a later launch of a chain (``_pdl``); with PREFETCH its weight tile goes to L2 before the wait."""
     pid_m, pid_n, pid_k = _tile_ids(1, T, tl.cdiv(N, BLOCK_N))
     e, owns, match, rank, count = _owner(ids_ptr, pid_m, T, E, T_PAD)
+    if PDL:
+        gdc_launch_dependents()
+        if PREFETCH:
+            if owns & (pid_k == 0):
+                e_pf = e.to(tl.int64)
+                _prefetch_rows(w_ptr + e_pf * stride_we, s_ptr + e_pf * stride_se, pid_n * BLOCK_N,
+                               min(N, pid_n * BLOCK_N + BLOCK_N), stride_wn, stride_sn)
+        gdc_wait()
     if owns:
         e64 = e.to(tl.int64)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from aotune.kernels._pdl import gdc_wait
+
 
 @triton.jit
 def _moe_align(ids_ptr, sorted_ptr, bexp_ptr, cursor_ptr, T, E, NB_CAP,
@@ -379,12 +381,15 @@ def _moe_gemm2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, sorted_ptr,
 
 @triton.jit
 def _moe_reduce(src_ptr, ids_ptr, out_ptr, N, E, top_k, scale, stride_sm, stride_om,
-                PER_SLOT: tl.constexpr, TOPK_PAD: tl.constexpr, BLOCK: tl.constexpr):
+                PER_SLOT: tl.constexpr, TOPK_PAD: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
     """out[m] = bf16(scale * sum of token m's slot rows) (PER_SLOT), or of its one fp32 row.
 
     The ids and rows of all top-k slots load at once (one memory round trip, not top_k dependent ones: a
     slot's row is read whatever its id and dropped by ``where`` when the id is invalid, so never-written
-    rows of skipped slots cannot leak), then sum in a fixed order over the slots."""
+    rows of skipped slots cannot leak), then sum in a fixed order over the slots. PDL: the last launch of a
+    chain (``_pdl``), it waits for the second GEMM first."""
+    if PDL:
+        gdc_wait()
     m = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     ok = cols < N

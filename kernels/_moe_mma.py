@@ -53,6 +53,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 
 from aotune.kernels._moe_kernels import _activate, _gate_up_rows
+from aotune.kernels._pdl import gl_gdc_launch_dependents, gl_gdc_wait, gl_prefetch_l2
 
 TOKENS = gl.constexpr(8)  # the MMA's N: tokens of one expert per pass over its weights
 # The fast decode multiplies by the scale times 2^(126 - FAST_SHIFT) in one step and the fp32 sums by
@@ -380,7 +381,8 @@ def _chunk_slots(match, rank, count, c, T_PAD: gl.constexpr):
 def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, top_k, limit, split_steps,
               stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm, stride_wss, stride_wsm,
               ACT: gl.constexpr, LAYOUT: gl.constexpr, HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr,
-              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr):
+              BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
+              PDL: gl.constexpr = False):
     """h[slot] = act(x[slot // top_k] @ deq(w13[e]).T) for BLOCK_N/2 intermediate columns, 8 tokens a pass.
 
     The tile's rows are BLOCK_N/2 gate rows, then the matching up rows: row r and r + BLOCK_N/2 of the
@@ -388,7 +390,9 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, to
     axis splits K: program k sums ``split_steps`` BLOCK_K steps from step ``k * split_steps`` (the last split
     what is left of K: fewer steps, and the groups after the last whole step) and stores the fp32 gate and up
     sums in its slab of the workspace (gate at column c, up at I + c); ``_moe_gemv._moe_act`` adds the splits
-    and activates."""
+    and activates. PDL: the first launch of a chain (``_pdl``), it lets the next one start."""
+    if PDL:
+        gl_gdc_launch_dependents()
     HALF: gl.constexpr = BLOCK_N // 2
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     pid_m = gl.program_id(0)
@@ -436,11 +440,22 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, to
 def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E,
               stride_am, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_om,
               HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-              STAGES: gl.constexpr):
-    """out[slot] = (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns, 8 slots a pass."""
+              STAGES: gl.constexpr, PDL: gl.constexpr = False, PREFETCH: gl.constexpr = False):
+    """out[slot] = (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns, 8 slots a pass.
+    PDL: a later launch of a chain (``_pdl``); with PREFETCH its weight tile goes to L2 before the wait."""
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     pid_m = gl.program_id(0)
     e, owns, match, rank, count = _owner_slots(ids_ptr, pid_m, T, E, T_PAD)
+    if PDL:
+        gl_gdc_launch_dependents()
+        if PREFETCH:
+            if owns:
+                row0 = gl.program_id(1) * BLOCK_N
+                rows = gl.minimum(N, row0 + BLOCK_N) - row0
+                e_pf = e.to(gl.int64)
+                gl_prefetch_l2(w_ptr + e_pf * (stride_we // 4) + row0 * (stride_wn // 4), rows.to(gl.int64) * stride_wn)
+                gl_prefetch_l2(s_ptr + e_pf * stride_se + row0 * stride_sn, rows.to(gl.int64) * stride_sn)
+        gl_gdc_wait()
     if owns:
         e64 = e.to(gl.int64)
         c126, negz = _tables(KI)

@@ -4,7 +4,9 @@
 optional extra cache, one softmax) are cut into ranges of ``ceil(tiles / NUM_SPLITS)`` tiles (at most
 ``NUM_SPLITS`` of them: no program is launched for an empty range, ``launch_splits``); each program writes an
 fp32 partial (normalized output + log2 lse) and a combine kernel merges them by lse in fp32 before the one
-rounding to bf16. With one range the decode kernel finishes the rows itself (one launch).
+rounding to bf16. With one range the decode kernel finishes the rows itself (one launch). With
+``AOTUNE_PDL=1`` on sm_90+ the combine is a programmatic dependent launch of the split pass (``_pdl.py``;
+opt-in until measured).
 
 Choices where the spec is silent:
 - An index ``>= num_pages * page_size`` of its cache is invalid like -1 (masked, never read): checking
@@ -30,6 +32,7 @@ from typing import Any
 import torch
 import triton
 
+from aotune.kernels import _pdl
 from aotune.kernels._mla_kernels import LOG2E, mla_combine_kernel, mla_decode_kernel
 from aotune.kernels._mla_mma import mla_decode_mma_kernel
 from aotune.kernels._mla_space import (D_QK, SPACE, SparseDecodeProblem, cost, input_shapes, known_miscompile,
@@ -130,8 +133,9 @@ def _interpreting() -> bool:
 def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_length: Any, xcache: Any,
           xindices: Any, xlength: Any, sink: Any, out: torch.Tensor, lse: torch.Tensor, parts: Any,
           layout: str, page_size: int, sm_scale: float, lonely_pos: bool,
-          config: Config) -> list[tuple[Launch, tuple[int, ...]]]:
-    """The launches (and grids) of one call: shared by the launcher and ``launches`` (meta tensors)."""
+          config: Config, pdl: bool = False) -> list[tuple[Launch, tuple[int, ...]]]:
+    """The launches (and grids) of one call: shared by the launcher and ``launches`` (meta tensors). ``pdl``:
+    with split-KV, the combine launched as a PDL dependent of the split pass (``_pdl``)."""
     B, S_q, H, _ = q.shape
     splits, h_tile = config["NUM_SPLITS"], config["H_TILE"]
     main = _cache_args(cache, layout, page_size)
@@ -151,11 +155,13 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
     else:
         decode = mla_decode_kernel
         kwargs.update(HP=max(16, h_tile), ASM=not _interpreting(), STAGES=config["num_stages"])
-    plan = [(Launch(decode, args, kwargs), (triton.cdiv(H, h_tile), B * S_q, splits))]
+    chained = dict(PDL=True) if pdl and splits > 1 else {}
+    plan = [(Launch(decode, args, dict(kwargs, **chained)), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1:
         cols = combine_cols(splits)
         combine = Launch(mla_combine_kernel, (part_o, part_lse, sink if sink is not None else lse, out, lse, S_q, H),
-                         dict(NUM_SPLITS=splits, CB=cols, **flags, num_warps=4, num_stages=1))
+                         dict(NUM_SPLITS=splits, CB=cols, **flags, num_warps=4, num_stages=1,
+                              **(dict(chained, launch_pdl=True) if chained else {})))
         plan.append((combine, (B * S_q, H, D_V // cols)))
     return plan
 
@@ -195,7 +201,8 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
     config = dict(config, NUM_SPLITS=launch_splits(config, problem))
     out, lse, parts = _outputs(q, config["NUM_SPLITS"])
     for launch, grid in _plan(q, cache, indices, topk_length, xcache, extra_indices, extra_topk_length, attn_sink,
-                              out, lse, parts, layout, page_size, sm_scale, lonely_lse == "+inf", config):
+                              out, lse, parts, layout, page_size, sm_scale, lonely_lse == "+inf", config,
+                              _pdl.enabled(q.device)):
         launch.fn[grid](*launch.args, **launch.kwargs)
     return out, lse
 
@@ -246,8 +253,9 @@ def problem_of(q: torch.Tensor, indices: torch.Tensor, layout: str, page_size: i
                                has_sink=attn_sink is not None, has_topk_length=topk_length is not None)
 
 
-def launches(problem: SparseDecodeProblem, config: Config) -> list[Launch]:
-    """The exact launches of ``sparse_decode`` on ``make_inputs(problem)``, with meta tensors."""
+def launches(problem: SparseDecodeProblem, config: Config, *, pdl: bool = False) -> list[Launch]:
+    """The exact launches of ``sparse_decode`` on ``make_inputs(problem)``, with meta tensors (``pdl``: as with
+    ``AOTUNE_PDL=1`` on sm_90+)."""
     meta = {name: torch.empty(shape, dtype=dtype, device="meta") for name, (shape, dtype) in
             input_shapes(problem).items()}
     q = meta["q"]
@@ -256,7 +264,7 @@ def launches(problem: SparseDecodeProblem, config: Config) -> list[Launch]:
     return [launch for launch, _ in _plan(
         q, meta["kv_cache"], meta["indices"], meta.get("topk_length"), meta.get("extra_kv_cache"),
         meta.get("extra_indices"), meta.get("extra_topk_length"), meta.get("attn_sink"), out, lse, parts,
-        problem.layout, problem.page_size, 0.1, False, config)]
+        problem.layout, problem.page_size, 0.1, False, config, pdl)]
 
 
 def _run(inputs: Inputs, config: Config) -> Any:
@@ -278,7 +286,7 @@ KERNEL = Kernel(
     cost=cost,
     runtime_default=runtime_default,
     tolerance=1e-2,
-    source_modules=(__name__, "aotune.kernels._mla_kernels", "aotune.kernels._mla_space",
-                    "aotune.kernels.formats.mla_kv"),
+    source_modules=(__name__, "aotune.kernels._mla_kernels", "aotune.kernels._mla_mma", "aotune.kernels._mla_space",
+                    "aotune.kernels.formats.mla_kv", "aotune.kernels._pdl"),
     timing="graph",
 )

@@ -37,6 +37,9 @@ portable fp32 decode and "group_asm" a PTX one through E4M3), num_warps, num_sta
 register loop, 2-4 stream the K steps through shared memory with cp.async, ``_moe_gemv.py``; mma: 1 holds
 the next step in registers, 2-4 stream the weights through a shared-memory ring, BLOCK_K 128).
 
+With ``AOTUNE_PDL=1`` on sm_90+ the gemv and mma paths' launches form one programmatic-dependent-launch
+chain, the second GEMM prefetching its weight rows into L2 (``_pdl.py``; opt-in until measured).
+
 Without a tuned config (``config=None`` and no bundle entry) the launcher runs ``runtime_default``: the
 mma path up to M = 128 on NVIDIA sm_80+ (but the gemv path where M * I <= 512), the gemv path with the
 portable decode at M <= 8 elsewhere (the interpreter, older GPUs), else the space default (measured
@@ -58,6 +61,7 @@ import torch
 import triton
 
 from aotune.cache_db.identity import DeviceClass
+from aotune.kernels import _pdl
 from aotune.kernels._moe_checks import ACTIVATIONS, LAYOUTS, check_inputs
 from aotune.kernels._moe_gemv import _moe_act, _moe_gemv1, _moe_gemv2
 from aotune.kernels._moe_kernels import _moe_align, _moe_gemm1, _moe_gemm2, _moe_reduce
@@ -98,8 +102,10 @@ def _workspace(p: MoEProblem, cfg: Config, device: torch.device | str, ids: torc
     return ws
 
 
-def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Config) -> list[tuple[Launch, tuple]]:
-    """The launches (and grids) of one call; shared by the launcher and ``launches`` (meta tensors)."""
+def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Config,
+          pdl: tuple[bool, bool] = (False, False)) -> list[tuple[Launch, tuple]]:
+    """The launches (and grids) of one call; shared by the launcher and ``launches`` (meta tensors).
+    ``pdl``: (chain the launches of the gemv and mma paths with PDL, prefetch the second GEMM's weights)."""
     if cfg["PATH"] == "gemv":
         gemms = _gemv_launches(ts, p, limit, cfg)
     elif cfg["PATH"] == "mma":
@@ -112,7 +118,22 @@ def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Co
     block = min(max(128, _REDUCE_ELEMS // topk_pad), _pow2(p.K))
     red = (dst, ids, ts["out"], p.K, p.E, p.top_k, float(scale), dst.stride(0), ts["out"].stride(0))
     kw = dict(PER_SLOT=not per_token, TOPK_PAD=topk_pad, BLOCK=block, num_warps=4)
-    return gemms + [(Launch(_moe_reduce, red, kw), (p.M, triton.cdiv(p.K, block)))]
+    plan = gemms + [(Launch(_moe_reduce, red, kw), (p.M, triton.cdiv(p.K, block)))]
+    return _chained(plan, pdl[1]) if pdl[0] and cfg["PATH"] in ("gemv", "mma") else plan
+
+
+def _chained(plan: list[tuple[Launch, tuple]], prefetch: bool) -> list[tuple[Launch, tuple]]:
+    """``plan`` as one PDL chain (``_pdl``): every kernel's PDL constexpr on, every launch but the first
+    with ``launch_pdl``, and the second GEMM's PREFETCH as given."""
+    out = []
+    for i, (launch, grid) in enumerate(plan):
+        kwargs = dict(launch.kwargs, PDL=True)
+        if i:
+            kwargs["launch_pdl"] = True
+        if launch.fn in (_moe_gemv2, _moe_mma2):
+            kwargs["PREFETCH"] = prefetch
+        out.append((Launch(launch.fn, launch.args, kwargs), grid))
+    return out
 
 
 def _bias_args(ts: Tensors, p: MoEProblem) -> tuple[torch.Tensor, torch.Tensor, int, int]:
@@ -265,7 +286,9 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: t
     ts = dict(x=x, w13=w13, w13_scale=w13_scale, w2=w2, w2_scale=w2_scale, topk_ids=topk_ids,
               topk_weights=topk_weights, w13_bias=w13_bias, w2_bias=w2_bias)
     ts.update(_workspace(problem, config, x.device, topk_ids))
-    for launch, grid in _plan(ts, problem, limit, routed_scaling_factor, config):
+    pdl = _pdl.enabled(x.device)
+    prefetch = pdl and _pdl.prefetch_fits(x.device, min(_slots(problem), problem.E) * _down_weight_bytes(problem))
+    for launch, grid in _plan(ts, problem, limit, routed_scaling_factor, config, (pdl, prefetch)):
         launch.fn[grid](*launch.args, **launch.kwargs)
     return ts["out"]
 
@@ -544,6 +567,11 @@ def expected_active_experts(p: MoEProblem) -> float:
     return p.E * (1.0 - (1.0 - p.top_k / p.E) ** p.M)
 
 
+def _down_weight_bytes(p: MoEProblem) -> int:
+    """Bytes of one expert's second-GEMM weights and scales."""
+    return p.K * (p.I // 2 + p.I // p.group_size)
+
+
 def expert_weight_bytes(p: MoEProblem) -> int:
     """Bytes of one expert's weights, scales and biases."""
     w13 = 2 * p.I * (p.K // 2 + p.K // p.group_size)
@@ -558,8 +586,9 @@ def cost(problem: MoEProblem) -> Cost:
     return Cost(bytes=weights + 4 * p.M * p.K + 8 * p.M * p.top_k, flops=6 * p.M * p.top_k * p.I * p.K)
 
 
-def launches(problem: MoEProblem, config: Config) -> list[Launch]:
-    """The exact launches ``fused_moe`` does for ``problem`` and ``config``, on meta tensors."""
+def launches(problem: MoEProblem, config: Config, *, pdl: tuple[bool, bool] = (False, False)) -> list[Launch]:
+    """The exact launches ``fused_moe`` does for ``problem`` and ``config``, on meta tensors (``pdl``: as
+    with ``AOTUNE_PDL=1`` on sm_90+, (chained, second GEMM prefetching); ``_plan``)."""
     p, meta, g = problem, torch.device("meta"), problem.group_size
     u8 = dict(dtype=torch.uint8, device=meta)
     f32 = dict(dtype=torch.float32, device=meta)
@@ -573,7 +602,7 @@ def launches(problem: MoEProblem, config: Config) -> list[Launch]:
     if p.has_bias:
         ts.update(w13_bias=torch.empty(p.E, 2 * p.I, **f32), w2_bias=torch.empty(p.E, p.K, **f32))
     ts.update(_workspace(p, config, meta, ts["topk_ids"]))
-    return [launch for launch, _ in _plan(ts, p, 7.0, 1.0, config)]
+    return [launch for launch, _ in _plan(ts, p, 7.0, 1.0, config, pdl)]
 
 
 def _run(inputs: Inputs, config: Config) -> Any:
@@ -595,7 +624,8 @@ KERNEL = Kernel(
     cost=cost,
     tolerance=1e-2,
     source_modules=(__name__, "aotune.kernels._moe_kernels", "aotune.kernels._moe_gemv",
-                    "aotune.kernels._moe_mma", "aotune.kernels._moe_checks", "aotune.kernels.formats.mxfp4"),
+                    "aotune.kernels._moe_mma", "aotune.kernels._moe_checks", "aotune.kernels.formats.mxfp4",
+                    "aotune.kernels._pdl"),
     timing="graph",
     runtime_default=runtime_default,
 )

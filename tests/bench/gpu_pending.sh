@@ -15,6 +15,8 @@
 #   mla-table    the issue's FlashMLA table (bench_flash_mla.py 80)
 #   moe-floor    the MoE decode floor: a pure read of the active experts' bytes in 1 and 2 launches, and the
 #                launch floor of 1-4 empty kernels (bench_moe_floor.py, about 90 s)
+#   pdl-tests    the GPU tests of programmatic dependent launch alone (tests/test_pdl.py, AOTUNE_PDL)
+#   pdl-ab       PDL off / on: launch-chain floor, MoE decode shapes, FlashMLA splits (pdl_ab.py, about 200 s)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"
@@ -50,8 +52,11 @@ for step in "$@"; do
     moe-decode) timeout 230 python3 tests/bench/bench_mxfp4_moe.py --tokens 1,8,32 --paths gemv,mma --reps 10 \
                   --budget-s 200 --json "$out/moe_decode.json" 2>&1 | grep -v '^{' | tee "$out/moe_decode.txt" ;;
     moe-floor) timeout 200 python3 tests/bench/bench_moe_floor.py 2>&1 | tee "$out/moe_floor.txt" ;;
+    pdl-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_pdl.py \
+                 2>&1 | tail -15 | tee "$out/pdl_tests.txt" ;;
+    pdl-ab) (cd tests/bench && timeout 400 python3 pdl_ab.py) 2>&1 | tee "$out/pdl_ab.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
-    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, moe-decode, mla-table, moe-floor)" ;;
+    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, moe-decode, mla-table, moe-floor, pdl-tests, pdl-ab)" ;;
   esac
   cd "$root"
 done

@@ -1,0 +1,196 @@
+"""A/B of programmatic dependent launch (``AOTUNE_PDL=1``, ``kernels/_pdl.py``) on the decode calls, one GPU.
+
+``python3 tests/bench/pdl_ab.py [floor] [moe] [mla]`` (default: all three), sm_90 or later:
+- floor: a chain of 2 and 4 tiny dependent kernels per call, CUDA-graph replays, plain launches against PDL
+  launches (each kernel lets the next one start on entry, then waits for the one before): what PDL can save
+  per launch boundary;
+- moe: ``fused_moe`` at the issue's decode shapes (DeepSeek-V4-Flash TP 1 and 8, gpt-oss-120b; M = 1, 8, 32)
+  over a few gemv and mma configs (first GEMM split or not), timed exactly as ``bench_mxfp4_moe.py`` does
+  (rotated weight sets out of L2, one CUDA graph per timing), PDL off and on interleaved, best of 3 rounds;
+  the output with PDL must equal the output without (bitwise; to 1e-6 where the second GEMM adds K splits
+  with atomics);
+- mla: ``sparse_decode`` (V3.2 and V4-Flash TP 8, B = 1, 8, 64) with its split-KV configs, the same way
+  (``bench_flash_mla.graph_time``), output and lse bitwise equal.
+Prints markdown tables (us per call; "frac" as in the issue tables: active weight bytes over the measured copy
+bandwidth, for the faster of off and on).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from bench_flash_mla import MODELS as MLA_MODELS
+from bench_flash_mla import graph_time, input_sets
+from bench_mxfp4_moe import MODELS as MOE_MODELS
+from bench_mxfp4_moe import _events_ms, _sets, copy_bandwidth, rotated_sets, time_config
+from aotune.kernels import rel_error
+from aotune.kernels import _pdl, mxfp4_moe
+from aotune.kernels._pdl import ENV, gdc_launch_dependents, gdc_wait
+from aotune.kernels.flash_mla import KERNEL as MLA
+from aotune.kernels.flash_mla import sparse_decode
+from aotune.kernels.mxfp4_moe import SPACE, MoEProblem, expert_weight_bytes, fused_moe
+
+
+def _mma(bn: int, bk: int, warps: int, split: int) -> dict[str, Any]:
+    return dict(PATH="mma", BLOCK_M=8, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=1, SPLIT_K=split, DEQ="group_asm",
+                num_warps=warps, num_stages=1)
+
+
+def _gemv(bn: int, bk: int, warps: int, split: int, stages: int) -> dict[str, Any]:
+    return dict(PATH="gemv", BLOCK_M=1, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=1, SPLIT_K=split, DEQ="group_asm",
+                num_warps=warps, num_stages=stages)
+
+
+MOE_CONFIGS = [_mma(32, 256, 1, 1), _mma(32, 256, 1, 4), _mma(128, 256, 4, 1), _gemv(16, 512, 1, 1, 3),
+               _gemv(16, 512, 1, 4, 3)]
+
+
+def _compile(job: tuple[dict[str, Any], dict[str, Any], tuple[bool, bool]]) -> str:
+    from aotune.tuner.arch import get_arch
+    from aotune.tuner.feasibility import compile_launch
+
+    fields, config, pdl = job
+    major, minor = fields.pop("_capability")
+    for launch in mxfp4_moe.launches(MoEProblem(**fields), config, pdl=pdl):
+        compile_launch(launch, get_arch(f"sm_{major}{minor}"))
+    return "ok"
+
+
+def precompile_moe() -> None:
+    """Compile every (shape, config, PDL off / on) in 16 processes: lands in Triton's cache for the JIT."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = []
+    for fields in MOE_MODELS.values():
+        for m in (1, 8, 32):
+            p = MoEProblem(M=m, **fields)
+            prefetch = _pdl.prefetch_fits(torch.device("cuda"), min(p.M * p.top_k, p.E) * p.K * (p.I // 2 + p.I // 32))
+            for config in (c for c in MOE_CONFIGS if SPACE.check(c, p) is None):
+                for pdl in ((False, False), (True, prefetch)):
+                    jobs.append((dict(fields, M=m, _capability=torch.cuda.get_device_capability()), config, pdl))
+    with ProcessPoolExecutor(16, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_compile, jobs, chunksize=2))
+    print(f"precompiled {results.count('ok')} of {len(jobs)}", flush=True)
+
+
+@triton.jit
+def _tiny(x_ptr, PDL: tl.constexpr):
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+    tl.store(x_ptr + tl.program_id(0), tl.load(x_ptr + tl.program_id(0)) + 1.0)
+
+
+def floor() -> None:
+    """Per-call microseconds of a chain of 2 and 4 tiny dependent kernels, plain and PDL."""
+    x = torch.zeros(132, device="cuda")
+    print("| kernels per call | plain (us) | PDL (us) |\n|---|---|---|")
+    for chain in (2, 4):
+        times = []
+        for pdl in (False, True):
+            def calls(pdl: bool = pdl) -> None:
+                for _ in range(100):
+                    for k in range(chain):
+                        extra = dict(launch_pdl=True) if pdl and k else {}
+                        _tiny[(132,)](x, PDL=pdl, **extra)
+            calls()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                calls()
+            graph.replay()
+            times.append(statistics.median(_events_ms(graph.replay, 15)) * 1e3 / 100)
+        print(f"| {chain} | {times[0]:.2f} | {times[1]:.2f} |", flush=True)
+
+
+def _with_pdl(on: bool, fn: Any, *args: Any) -> Any:
+    os.environ[ENV] = "1" if on else "0"
+    try:
+        return fn(*args)
+    finally:
+        os.environ[ENV] = "0"
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, atomic: bool) -> bool:
+    return rel_error(a, b) <= 1e-6 if atomic else torch.equal(a, b)
+
+
+def moe(copy_bw: float) -> None:
+    print("| model | M | config | PDL off (us) | PDL on (us) | on / off | frac (best) | same output |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, fields in MOE_MODELS.items():
+        for m in (1, 8, 32):
+            p = MoEProblem(M=m, **fields)
+            sets = _sets(p, rotated_sets(p), seed=p.M)
+            active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
+            for config in (c for c in MOE_CONFIGS if SPACE.check(c, p) is None):
+                try:
+                    best = [float("inf"), float("inf")]
+                    for _ in range(3):
+                        for on in (False, True):
+                            best[on] = min(best[on], _with_pdl(on, time_config, sets, config, 10))
+                    off_out = _with_pdl(False, lambda: fused_moe(**sets[0], config=config))
+                    on_out = _with_pdl(True, lambda: fused_moe(**sets[0], config=config))
+                except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                    print(f"| {name} | {m} | {config} | FAIL {type(exc).__name__}: {str(exc)[:160]} |||||", flush=True)
+                    continue
+                atomic = config["PATH"] == "gemv" and config["SPLIT_K"] > 1
+                tag = f"{config['PATH']} BN{config['BLOCK_N']} BK{config['BLOCK_K']} w{config['num_warps']} " \
+                      f"s{config['num_stages']} split{config['SPLIT_K']}"
+                frac = active / (min(best) * 1e-6) / copy_bw
+                print(f"| {name} | {m} | {tag} | {best[0]:.1f} | {best[1]:.1f} | {best[1] / best[0]:.3f} | "
+                      f"{frac:.2f} | {_same(on_out, off_out, atomic)} |", flush=True)
+            del sets
+            torch.cuda.empty_cache()
+
+
+def mla() -> None:
+    print("| model | B | config | PDL off (us) | PDL on (us) | on / off | same output |\n|---|---|---|---|---|---|---|")
+    for name, fields in MLA_MODELS.items():
+        for b in (1, 8, 64):
+            problem = MLA.problem(dict(fields, B=b))
+            sets = input_sets(problem)
+            configs = [c for c in MLA.space.configs() if c["NUM_SPLITS"] > 1 and c["PATH"] == "mma"][:4]
+            configs += [dict(PATH="triton", BLOCK_T=32, H_TILE=16, NUM_SPLITS=s, num_warps=4, num_stages=1)
+                        for s in (8, 32)]
+            for config in (c for c in configs if MLA.space.check(c, problem) is None):
+                try:
+                    best = [float("inf"), float("inf")]
+                    for _ in range(3):
+                        for on in (False, True):
+                            best[on] = min(best[on], _with_pdl(on, graph_time, sets, config) * 1e6)
+                    off = _with_pdl(False, lambda: sparse_decode(**sets[0], config=config))
+                    on = _with_pdl(True, lambda: sparse_decode(**sets[0], config=config))
+                except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                    print(f"| {name} | {b} | {config} | FAIL {type(exc).__name__}: {str(exc)[:160]} |||", flush=True)
+                    continue
+                same = torch.equal(off[0], on[0]) and torch.equal(off[1], on[1])
+                tag = " ".join(f"{k}={v}" for k, v in config.items())
+                print(f"| {name} | {b} | {tag} | {best[0]:.1f} | {best[1]:.1f} | {best[1] / best[0]:.3f} | {same} |",
+                      flush=True)
+            del sets
+            torch.cuda.empty_cache()
+
+
+def main() -> None:
+    steps = sys.argv[1:] or ["floor", "moe", "mla"]
+    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}", flush=True)
+    if "floor" in steps:
+        floor()
+    if "moe" in steps:
+        copy_bw = copy_bandwidth()
+        print(f"copy bandwidth {copy_bw / 1e9:.0f} GB/s", flush=True)
+        precompile_moe()
+        moe(copy_bw)
+    if "mla" in steps:
+        mla()
+
+
+if __name__ == "__main__":
+    main()
