@@ -14,7 +14,8 @@ part of the call. With PDL a later launch of the chain is started while the one 
   by the caller's kernels) are complete before any launch of the chain starts: a later launch may read
   them, and the constant weights, before its wait. The MoE's second GEMM uses that to prefetch its weight
   tile into L2 (``cp.async.bulk.prefetch.L2``, one thread per program) while the first GEMM runs, where
-  the second GEMM's active weights fit in half of L2 (``prefetch_fits``).
+  the call's active weights fit in half of L2 (``prefetch_fits``, ``mxfp4_moe.pdl_of``): the first GEMM
+  streams its own through L2 between a prefetch and its use.
 
 Off unless ``AOTUNE_PDL=1`` (an opt-in until its A/B on a GPU is measured: BENCHMARKS.md) and the device is
 a CUDA GPU of compute capability 9.0 or later. The kernels take it as constexprs (``PDL``, ``PREFETCH``)
@@ -43,8 +44,8 @@ def enabled(device: torch.device) -> bool:
 
 
 def prefetch_fits(device: torch.device, nbytes: int) -> bool:
-    """Whether ``nbytes`` of weights prefetched into L2 ahead of their use fit in half of ``device``'s L2
-    (more would evict what the running launch still needs, and be fetched twice)."""
+    """Whether ``nbytes`` (what passes through L2 between a prefetch and its use) fit in half of ``device``'s
+    L2: more, and the prefetched lines may be evicted before they are read, and fetched twice."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     return 2 * nbytes <= _l2_bytes(index)
 

@@ -286,9 +286,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: t
     ts = dict(x=x, w13=w13, w13_scale=w13_scale, w2=w2, w2_scale=w2_scale, topk_ids=topk_ids,
               topk_weights=topk_weights, w13_bias=w13_bias, w2_bias=w2_bias)
     ts.update(_workspace(problem, config, x.device, topk_ids))
-    pdl = _pdl.enabled(x.device)
-    prefetch = pdl and _pdl.prefetch_fits(x.device, min(_slots(problem), problem.E) * _down_weight_bytes(problem))
-    for launch, grid in _plan(ts, problem, limit, routed_scaling_factor, config, (pdl, prefetch)):
+    for launch, grid in _plan(ts, problem, limit, routed_scaling_factor, config, pdl_of(problem, x.device)):
         launch.fn[grid](*launch.args, **launch.kwargs)
     return ts["out"]
 
@@ -567,9 +565,13 @@ def expected_active_experts(p: MoEProblem) -> float:
     return p.E * (1.0 - (1.0 - p.top_k / p.E) ** p.M)
 
 
-def _down_weight_bytes(p: MoEProblem) -> int:
-    """Bytes of one expert's second-GEMM weights and scales."""
-    return p.K * (p.I // 2 + p.I // p.group_size)
+def pdl_of(p: MoEProblem, device: torch.device) -> tuple[bool, bool]:
+    """(chain the launches with PDL, the second GEMM prefetching its weights into L2): PDL as ``_pdl.enabled``;
+    the prefetch where every active expert's weights (both GEMMs': what streams through L2 between a
+    prefetch and its use, at most M * top_k experts) fit in half of L2."""
+    if not _pdl.enabled(device):
+        return False, False
+    return True, _pdl.prefetch_fits(device, min(_slots(p), p.E) * expert_weight_bytes(p))
 
 
 def expert_weight_bytes(p: MoEProblem) -> int:

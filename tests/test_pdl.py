@@ -50,6 +50,20 @@ def test_prefetch_fits_half_of_l2(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not _pdl.prefetch_fits(torch.device("cuda", 0), (25 << 20) + 1)
 
 
+def test_moe_prefetches_where_the_active_weights_fit_half_of_l2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """V4-Flash TP 8 at M = 1 (6 experts, 10 MB) prefetches on a 50 MB L2; at M = 8 (48 experts) and TP 1 it
+    does not; without PDL nothing is chained."""
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(_pdl, "_capability", lambda index: (9, 0))
+    monkeypatch.setattr(_pdl, "_l2_bytes", lambda index: 50 << 20)
+    monkeypatch.setenv(_pdl.ENV, "1")
+    assert mxfp4_moe.pdl_of(MoEProblem(M=1, **V4_TP8), cuda) == (True, True)
+    assert mxfp4_moe.pdl_of(MoEProblem(M=8, **V4_TP8), cuda) == (True, False)
+    assert mxfp4_moe.pdl_of(MoEProblem(M=1, **dict(V4_TP8, I=2048)), cuda) == (True, False)
+    monkeypatch.setenv(_pdl.ENV, "0")
+    assert mxfp4_moe.pdl_of(MoEProblem(M=1, **V4_TP8), cuda) == (False, False)
+
+
 @pytest.mark.parametrize("config,names", [
     (dict(MMA, SPLIT_K=4), ["_moe_mma1", "_moe_act", "_moe_mma2", "_moe_reduce"]),
     (MMA, ["_moe_mma1", "_moe_mma2", "_moe_reduce"]),

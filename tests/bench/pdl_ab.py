@@ -6,9 +6,9 @@
   per launch boundary;
 - moe: ``fused_moe`` at the issue's decode shapes (DeepSeek-V4-Flash TP 1 and 8, gpt-oss-120b; M = 1, 8, 32)
   over a few gemv and mma configs (first GEMM split or not), timed exactly as ``bench_mxfp4_moe.py`` does
-  (rotated weight sets out of L2, one CUDA graph per timing), PDL off and on interleaved, best of 3 rounds;
-  the output with PDL must equal the output without (bitwise; to 1e-6 where the second GEMM adds K splits
-  with atomics);
+  (rotated weight sets out of L2, one CUDA graph per timing), PDL off, on, and where the launcher prefetches
+  the second GEMM's weights also on without that prefetch, interleaved, best of 3 rounds; the outputs must be
+  equal (bitwise; to 1e-6 where the second GEMM adds K splits with atomics);
 - mla: ``sparse_decode`` (V3.2 and V4-Flash TP 8, B = 1, 8, 64) with its split-KV configs, the same way
   (``bench_flash_mla.graph_time``), output and lse bitwise equal.
 Prints markdown tables (us per call; "frac" as in the issue tables: active weight bytes over the measured copy
@@ -30,7 +30,7 @@ from bench_flash_mla import graph_time, input_sets
 from bench_mxfp4_moe import MODELS as MOE_MODELS
 from bench_mxfp4_moe import _events_ms, _sets, copy_bandwidth, rotated_sets, time_config
 from aotune.kernels import rel_error
-from aotune.kernels import _pdl, mxfp4_moe
+from aotune.kernels import mxfp4_moe
 from aotune.kernels._pdl import ENV, gdc_launch_dependents, gdc_wait
 from aotune.kernels.flash_mla import KERNEL as MLA
 from aotune.kernels.flash_mla import sparse_decode
@@ -71,9 +71,8 @@ def precompile_moe() -> None:
     for fields in MOE_MODELS.values():
         for m in (1, 8, 32):
             p = MoEProblem(M=m, **fields)
-            prefetch = _pdl.prefetch_fits(torch.device("cuda"), min(p.M * p.top_k, p.E) * p.K * (p.I // 2 + p.I // 32))
             for config in (c for c in MOE_CONFIGS if SPACE.check(c, p) is None):
-                for pdl in ((False, False), (True, prefetch)):
+                for pdl in _moe_modes(p):
                     jobs.append((dict(fields, M=m, _capability=torch.cuda.get_device_capability()), config, pdl))
     with ProcessPoolExecutor(16, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_compile, jobs, chunksize=2))
@@ -117,35 +116,55 @@ def _with_pdl(on: bool, fn: Any, *args: Any) -> Any:
         os.environ[ENV] = "0"
 
 
+def _in_mode(mode: tuple[bool, bool], fn: Any, *args: Any) -> Any:
+    """``fn`` with the MoE's (PDL, prefetch) forced to ``mode``."""
+    saved = mxfp4_moe.pdl_of
+    mxfp4_moe.pdl_of = lambda p, device: mode
+    try:
+        return fn(*args)
+    finally:
+        mxfp4_moe.pdl_of = saved
+
+
+def _moe_modes(p: MoEProblem) -> list[tuple[bool, bool]]:
+    """Off, on as the launcher decides, and on without the prefetch where the launcher prefetches."""
+    chained = _with_pdl(True, mxfp4_moe.pdl_of, p, torch.device("cuda"))
+    return [(False, False), chained] + ([(True, False)] if chained[1] else [])
+
+
 def _same(a: torch.Tensor, b: torch.Tensor, atomic: bool) -> bool:
     return rel_error(a, b) <= 1e-6 if atomic else torch.equal(a, b)
 
 
 def moe(copy_bw: float) -> None:
-    print("| model | M | config | PDL off (us) | PDL on (us) | on / off | frac (best) | same output |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | M | config | PDL off (us) | PDL on (us) | on / off | on, no prefetch (us) | frac (best) "
+          "| same output |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, fields in MOE_MODELS.items():
         for m in (1, 8, 32):
             p = MoEProblem(M=m, **fields)
+            modes = _moe_modes(p)
             sets = _sets(p, rotated_sets(p), seed=p.M)
             active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
             for config in (c for c in MOE_CONFIGS if SPACE.check(c, p) is None):
                 try:
-                    best = [float("inf"), float("inf")]
+                    best = [float("inf")] * len(modes)
                     for _ in range(3):
-                        for on in (False, True):
-                            best[on] = min(best[on], _with_pdl(on, time_config, sets, config, 10))
-                    off_out = _with_pdl(False, lambda: fused_moe(**sets[0], config=config))
-                    on_out = _with_pdl(True, lambda: fused_moe(**sets[0], config=config))
+                        for i, mode in enumerate(modes):
+                            best[i] = min(best[i], _in_mode(mode, time_config, sets, config, 10))
+                    outs = [_in_mode(mode, lambda: fused_moe(**sets[0], config=config)) for mode in modes]
                 except Exception as exc:  # noqa: BLE001 - reported, not fatal
-                    print(f"| {name} | {m} | {config} | FAIL {type(exc).__name__}: {str(exc)[:160]} |||||", flush=True)
+                    print(f"| {name} | {m} | {config} | FAIL {type(exc).__name__}: {str(exc)[:160]} ||||||",
+                          flush=True)
                     continue
                 atomic = config["PATH"] == "gemv" and config["SPLIT_K"] > 1
                 tag = f"{config['PATH']} BN{config['BLOCK_N']} BK{config['BLOCK_K']} w{config['num_warps']} " \
                       f"s{config['num_stages']} split{config['SPLIT_K']}"
                 frac = active / (min(best) * 1e-6) / copy_bw
+                no_prefetch = f"{best[2]:.1f}" if len(modes) > 2 else "(no prefetch here)"
+                same = all(_same(out, outs[0], atomic) for out in outs[1:])
                 print(f"| {name} | {m} | {tag} | {best[0]:.1f} | {best[1]:.1f} | {best[1] / best[0]:.3f} | "
-                      f"{frac:.2f} | {_same(on_out, off_out, atomic)} |", flush=True)
+                      f"{no_prefetch} | {frac:.2f} | {same} |", flush=True)
             del sets
             torch.cuda.empty_cache()
 
