@@ -79,6 +79,10 @@ def precompile_moe() -> None:
     print(f"precompiled {results.count('ok')} of {len(jobs)}", flush=True)
 
 
+MLA_CONFIGS = [dict(PATH="mma", BLOCK_T=16, H_TILE=16, NUM_SPLITS=s, num_warps=4, num_stages=1) for s in (4, 16)]
+MLA_CONFIGS += [dict(PATH="triton", BLOCK_T=32, H_TILE=16, NUM_SPLITS=8, num_warps=4, num_stages=1)]
+
+
 @triton.jit
 def _tiny(x_ptr, PDL: tl.constexpr):
     if PDL:
@@ -175,10 +179,7 @@ def mla() -> None:
         for b in (1, 8, 64):
             problem = MLA.problem(dict(fields, B=b))
             sets = input_sets(problem)
-            configs = [c for c in MLA.space.configs() if c["NUM_SPLITS"] > 1 and c["PATH"] == "mma"][:4]
-            configs += [dict(PATH="triton", BLOCK_T=32, H_TILE=16, NUM_SPLITS=s, num_warps=4, num_stages=1)
-                        for s in (8, 32)]
-            for config in (c for c in configs if MLA.space.check(c, problem) is None):
+            for config in (c for c in MLA_CONFIGS if MLA.space.check(c, problem) is None):
                 try:
                     best = [float("inf"), float("inf")]
                     for _ in range(3):
