@@ -16,7 +16,8 @@
 #   moe-floor    the MoE decode floor: a pure read of the active experts' bytes in 1 and 2 launches, and the
 #                launch floor of 1-4 empty kernels (bench_moe_floor.py, about 90 s)
 #   pdl-tests    the GPU tests of programmatic dependent launch alone (tests/test_pdl.py, AOTUNE_PDL)
-#   pdl-ab       PDL off / on: launch-chain floor, MoE decode shapes, FlashMLA splits (pdl_ab.py, about 200 s)
+#   pdl-ab       PDL off / on: launch-chain floor, MoE decode shapes, FlashMLA splits (pdl_ab.py, about 70 s)
+#   pdl-tuned    PDL off / on at the H100 tables' tuned config of each decode row (pdl_ab.py tuned)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"
@@ -55,8 +56,9 @@ for step in "$@"; do
     pdl-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_pdl.py \
                  2>&1 | tail -15 | tee "$out/pdl_tests.txt" ;;
     pdl-ab) (cd tests/bench && timeout 400 python3 pdl_ab.py) 2>&1 | tee "$out/pdl_ab.txt" ;;
+    pdl-tuned) (cd tests/bench && timeout 300 python3 pdl_ab.py floor tuned) 2>&1 | tee "$out/pdl_tuned.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
-    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, moe-decode, mla-table, moe-floor, pdl-tests, pdl-ab)" ;;
+    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, moe-decode, mla-table, moe-floor, pdl-tests, pdl-ab, pdl-tuned)" ;;
   esac
   cd "$root"
 done

@@ -1,6 +1,7 @@
 """A/B of programmatic dependent launch (``AOTUNE_PDL=1``, ``kernels/_pdl.py``) on the decode calls, one GPU.
 
-``python3 tests/bench/pdl_ab.py [floor] [moe] [mla]`` (default: all three), sm_90 or later:
+``python3 tests/bench/pdl_ab.py [floor] [moe] [mla] [tuned]`` (default: the first three), sm_90 or later
+(``tuned``: the MoE and FlashMLA parts on the H100 tables' tuned config of each row only):
 - floor: a chain of 2 and 4 tiny dependent kernels per call, CUDA-graph replays, plain launches against PDL
   launches (each kernel lets the next one start on entry, then waits for the one before): what PDL can save
   per launch boundary;
@@ -68,10 +69,10 @@ def precompile_moe() -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     jobs = []
-    for fields in MOE_MODELS.values():
+    for name, fields in MOE_MODELS.items():
         for m in (1, 8, 32):
             p = MoEProblem(M=m, **fields)
-            for config in (c for c in MOE_CONFIGS if SPACE.check(c, p) is None):
+            for config in (c for c in MOE_CONFIGS + [TUNED_MOE[name, m]] if SPACE.check(c, p) is None):
                 for pdl in _moe_modes(p):
                     jobs.append((dict(fields, M=m, _capability=torch.cuda.get_device_capability()), config, pdl))
     with ProcessPoolExecutor(16, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -79,6 +80,20 @@ def precompile_moe() -> None:
     print(f"precompiled {results.count('ok')} of {len(jobs)}", flush=True)
 
 
+# The tuned configs of the H100 tables (BENCHMARKS.md, eighteenth session), for ``tuned``: the issue tables' rows
+# with PDL off and on.
+TUNED_MOE = {("dsv4-flash-tp1", 1): _gemv(16, 256, 1, 1, 3), ("dsv4-flash-tp1", 8): _mma(32, 256, 1, 1),
+             ("dsv4-flash-tp1", 32): _mma(128, 256, 4, 1), ("dsv4-flash-tp8", 1): _gemv(16, 512, 2, 4, 2),
+             ("dsv4-flash-tp8", 8): _mma(32, 256, 1, 2), ("dsv4-flash-tp8", 32): _mma(128, 256, 4, 2),
+             ("gpt-oss-120b-tp1", 1): _gemv(16, 256, 1, 1, 3), ("gpt-oss-120b-tp1", 8): _mma(32, 256, 1, 1),
+             ("gpt-oss-120b-tp1", 32): _mma(64, 256, 2, 1)}
+_MLA_MMA = dict(PATH="mma", H_TILE=16, num_warps=4, num_stages=1)
+TUNED_MLA = {("V3.2 TP8", 1): dict(_MLA_MMA, BLOCK_T=32, NUM_SPLITS=64),
+             ("V3.2 TP8", 8): dict(_MLA_MMA, BLOCK_T=32, NUM_SPLITS=16),
+             ("V3.2 TP8", 64): dict(_MLA_MMA, BLOCK_T=32, NUM_SPLITS=4),
+             ("V4-Flash TP8", 1): dict(_MLA_MMA, BLOCK_T=16, NUM_SPLITS=32),
+             ("V4-Flash TP8", 8): dict(_MLA_MMA, BLOCK_T=16, NUM_SPLITS=16),
+             ("V4-Flash TP8", 64): dict(_MLA_MMA, BLOCK_T=16, NUM_SPLITS=4)}
 MLA_CONFIGS = [dict(PATH="mma", BLOCK_T=16, H_TILE=16, NUM_SPLITS=s, num_warps=4, num_stages=1) for s in (4, 16)]
 MLA_CONFIGS += [dict(PATH="triton", BLOCK_T=32, H_TILE=16, NUM_SPLITS=8, num_warps=4, num_stages=1)]
 
@@ -130,6 +145,10 @@ def _in_mode(mode: tuple[bool, bool], fn: Any, *args: Any) -> Any:
         mxfp4_moe.pdl_of = saved
 
 
+def _moe_configs(name: str, m: int, tuned: bool) -> list[dict[str, Any]]:
+    return [TUNED_MOE[name, m]] if tuned else MOE_CONFIGS
+
+
 def _moe_modes(p: MoEProblem) -> list[tuple[bool, bool]]:
     """Off, on as the launcher decides, and on without the prefetch where the launcher prefetches."""
     chained = _with_pdl(True, mxfp4_moe.pdl_of, p, torch.device("cuda"))
@@ -140,7 +159,7 @@ def _same(a: torch.Tensor, b: torch.Tensor, atomic: bool) -> bool:
     return rel_error(a, b) <= 1e-6 if atomic else torch.equal(a, b)
 
 
-def moe(copy_bw: float) -> None:
+def moe(copy_bw: float, tuned: bool = False) -> None:
     print("| model | M | config | PDL off (us) | PDL on (us) | on / off | on, no prefetch (us) | frac (best) "
           "| same output |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -150,7 +169,7 @@ def moe(copy_bw: float) -> None:
             modes = _moe_modes(p)
             sets = _sets(p, rotated_sets(p), seed=p.M)
             active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
-            for config in (c for c in MOE_CONFIGS if SPACE.check(c, p) is None):
+            for config in (c for c in _moe_configs(name, m, tuned) if SPACE.check(c, p) is None):
                 try:
                     best = [float("inf")] * len(modes)
                     for _ in range(3):
@@ -173,13 +192,14 @@ def moe(copy_bw: float) -> None:
             torch.cuda.empty_cache()
 
 
-def mla() -> None:
+def mla(tuned: bool = False) -> None:
     print("| model | B | config | PDL off (us) | PDL on (us) | on / off | same output |\n|---|---|---|---|---|---|---|")
     for name, fields in MLA_MODELS.items():
         for b in (1, 8, 64):
             problem = MLA.problem(dict(fields, B=b))
             sets = input_sets(problem)
-            for config in (c for c in MLA_CONFIGS if MLA.space.check(c, problem) is None):
+            configs = [TUNED_MLA[name, b]] if tuned else MLA_CONFIGS
+            for config in (c for c in configs if MLA.space.check(c, problem) is None):
                 try:
                     best = [float("inf"), float("inf")]
                     for _ in range(3):
@@ -203,13 +223,13 @@ def main() -> None:
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}", flush=True)
     if "floor" in steps:
         floor()
-    if "moe" in steps:
+    if "moe" in steps or "tuned" in steps:
         copy_bw = copy_bandwidth()
         print(f"copy bandwidth {copy_bw / 1e9:.0f} GB/s", flush=True)
         precompile_moe()
-        moe(copy_bw)
-    if "mla" in steps:
-        mla()
+        moe(copy_bw, tuned="tuned" in steps)
+    if "mla" in steps or "tuned" in steps:
+        mla(tuned="tuned" in steps)
 
 
 if __name__ == "__main__":
