@@ -14,18 +14,18 @@ part of the call. With PDL a later launch of the chain is started while the one 
   by the caller's kernels) are complete before any launch of the chain starts: a later launch may read
   them, and the constant weights, before its wait. The MoE's second GEMM uses that to prefetch its weight
   tile into L2 (``cp.async.bulk.prefetch.L2``, one thread per program) while the first GEMM runs, where
-  the call's active weights fit in half of L2 (``prefetch_fits``, ``mxfp4_moe.pdl_of``): the first GEMM
-  streams its own through L2 between a prefetch and its use.
+  the call's active weights (both GEMMs': the first streams its own through L2 between a prefetch and its
+  use) are at most ``PREFETCH_MAX_BYTES``.
 
-Off unless ``AOTUNE_PDL=1`` (an opt-in until its A/B on a GPU is measured: BENCHMARKS.md) and the device is
-a CUDA GPU of compute capability 9.0 or later. The kernels take it as constexprs (``PDL``, ``PREFETCH``)
-that default to off, so the launches without it, and what ``launches()`` compiles ahead of time, are the
-same as before; with it on, the kernels JIT-compile their PDL variants.
+It is a config parameter of both kernels (``PDL``: 0 or 1, tuned like the others; results are the same bits)
+so the launches of a config, and what ``launches()`` compiles ahead of time, never depend on the device; a
+config with PDL 1 on a device without it (older GPUs, the interpreter) is a ``ValueError``. Measured on the
+H100 (BENCHMARKS.md, eighteenth session): 0.3 us per launch boundary, up to 19% of a MoE call at
+DeepSeek-V4-Flash TP 8 M = 1 and up to 10% of a FlashMLA split-KV call at B = 1 and 8.
 """
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton.language as tl
@@ -33,31 +33,20 @@ from triton import jit
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
-ENV = "AOTUNE_PDL"
+# Half of the 50 MB L2 of the H100 and H200 (a GPU with more L2 just prefetches less often than it could).
+PREFETCH_MAX_BYTES = 25 << 20
 
 
-def enabled(device: torch.device) -> bool:
-    """Whether a call on ``device`` chains its launches with PDL: ``AOTUNE_PDL=1`` and CUDA sm_90 or later."""
-    if os.environ.get(ENV, "0") != "1" or device.type != "cuda":
+def supported(device: torch.device) -> bool:
+    """Whether ``device`` runs PDL launches: a CUDA GPU of compute capability 9.0 or later."""
+    if device.type != "cuda" or getattr(torch.version, "hip", None):
         return False
     return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (9, 0)
-
-
-def prefetch_fits(device: torch.device, nbytes: int) -> bool:
-    """Whether ``nbytes`` (what passes through L2 between a prefetch and its use) fit in half of ``device``'s
-    L2: more, and the prefetched lines may be evicted before they are read, and fetched twice."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return 2 * nbytes <= _l2_bytes(index)
 
 
 @functools.cache
 def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
-
-
-@functools.cache
-def _l2_bytes(index: int) -> int:
-    return int(torch.cuda.get_device_properties(index).L2_cache_size)
 
 
 _WAIT = tl.constexpr("griddepcontrol.wait; // $0")

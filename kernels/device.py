@@ -43,3 +43,9 @@ def has_mma_v2(device: DeviceClass) -> bool:
     """Whether ``device`` is an NVIDIA GPU the Gluon mma paths compile for (``mma.sync``: sm_80 and later)."""
     arch = device.arch.removeprefix("sm_").rstrip("a")
     return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 80
+
+
+def has_pdl(device: DeviceClass) -> bool:
+    """Whether ``device`` is an NVIDIA GPU that runs programmatic dependent launches (sm_90 and later)."""
+    arch = device.arch.removeprefix("sm_").rstrip("a")
+    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 90

@@ -4,9 +4,8 @@
 optional extra cache, one softmax) are cut into ranges of ``ceil(tiles / NUM_SPLITS)`` tiles (at most
 ``NUM_SPLITS`` of them: no program is launched for an empty range, ``launch_splits``); each program writes an
 fp32 partial (normalized output + log2 lse) and a combine kernel merges them by lse in fp32 before the one
-rounding to bf16. With one range the decode kernel finishes the rows itself (one launch). With
-``AOTUNE_PDL=1`` on sm_90+ the combine is a programmatic dependent launch of the split pass (``_pdl.py``;
-opt-in until measured).
+rounding to bf16. With one range the decode kernel finishes the rows itself (one launch). Config PDL (0 or
+1, NVIDIA sm_90+, with splits): the combine is a programmatic dependent launch of the split pass (``_pdl.py``).
 
 Choices where the spec is silent:
 - An index ``>= num_pages * page_size`` of its cache is invalid like -1 (masked, never read): checking
@@ -133,9 +132,9 @@ def _interpreting() -> bool:
 def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_length: Any, xcache: Any,
           xindices: Any, xlength: Any, sink: Any, out: torch.Tensor, lse: torch.Tensor, parts: Any,
           layout: str, page_size: int, sm_scale: float, lonely_pos: bool,
-          config: Config, pdl: bool = False) -> list[tuple[Launch, tuple[int, ...]]]:
-    """The launches (and grids) of one call: shared by the launcher and ``launches`` (meta tensors). ``pdl``:
-    with split-KV, the combine launched as a PDL dependent of the split pass (``_pdl``)."""
+          config: Config) -> list[tuple[Launch, tuple[int, ...]]]:
+    """The launches (and grids) of one call: shared by the launcher and ``launches`` (meta tensors). With the
+    config's PDL and split-KV, the combine is a PDL dependent of the split pass (``_pdl``)."""
     B, S_q, H, _ = q.shape
     splits, h_tile = config["NUM_SPLITS"], config["H_TILE"]
     main = _cache_args(cache, layout, page_size)
@@ -155,7 +154,7 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
     else:
         decode = mla_decode_kernel
         kwargs.update(HP=max(16, h_tile), ASM=not _interpreting(), STAGES=config["num_stages"])
-    chained = dict(PDL=True) if pdl and splits > 1 else {}
+    chained = dict(PDL=True) if config.get("PDL", 0) and splits > 1 else {}
     plan = [(Launch(decode, args, dict(kwargs, **chained)), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1:
         cols = combine_cols(splits)
@@ -198,11 +197,13 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
         raise ValueError(f"config: {reason}")
     if path_of(config) == "mma" and not q.is_cuda:
         raise ValueError("config: PATH 'mma' is a Gluon kernel and needs a CUDA GPU (not the CPU interpreter)")
+    if config.get("PDL", 0) and not _pdl.supported(q.device):
+        raise ValueError(f"config: PDL 1 (programmatic dependent launch) needs an NVIDIA GPU of sm_90 or later, "
+                         f"not {q.device}")
     config = dict(config, NUM_SPLITS=launch_splits(config, problem))
     out, lse, parts = _outputs(q, config["NUM_SPLITS"])
     for launch, grid in _plan(q, cache, indices, topk_length, xcache, extra_indices, extra_topk_length, attn_sink,
-                              out, lse, parts, layout, page_size, sm_scale, lonely_lse == "+inf", config,
-                              _pdl.enabled(q.device)):
+                              out, lse, parts, layout, page_size, sm_scale, lonely_lse == "+inf", config):
         launch.fn[grid](*launch.args, **launch.kwargs)
     return out, lse
 
@@ -253,9 +254,8 @@ def problem_of(q: torch.Tensor, indices: torch.Tensor, layout: str, page_size: i
                                has_sink=attn_sink is not None, has_topk_length=topk_length is not None)
 
 
-def launches(problem: SparseDecodeProblem, config: Config, *, pdl: bool = False) -> list[Launch]:
-    """The exact launches of ``sparse_decode`` on ``make_inputs(problem)``, with meta tensors (``pdl``: as with
-    ``AOTUNE_PDL=1`` on sm_90+)."""
+def launches(problem: SparseDecodeProblem, config: Config) -> list[Launch]:
+    """The exact launches of ``sparse_decode`` on ``make_inputs(problem)``, with meta tensors."""
     meta = {name: torch.empty(shape, dtype=dtype, device="meta") for name, (shape, dtype) in
             input_shapes(problem).items()}
     q = meta["q"]
@@ -264,7 +264,7 @@ def launches(problem: SparseDecodeProblem, config: Config, *, pdl: bool = False)
     return [launch for launch, _ in _plan(
         q, meta["kv_cache"], meta["indices"], meta.get("topk_length"), meta.get("extra_kv_cache"),
         meta.get("extra_indices"), meta.get("extra_topk_length"), meta.get("attn_sink"), out, lse, parts,
-        problem.layout, problem.page_size, 0.1, False, config, pdl)]
+        problem.layout, problem.page_size, 0.1, False, config)]
 
 
 def _run(inputs: Inputs, config: Config) -> Any:

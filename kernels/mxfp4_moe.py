@@ -37,8 +37,9 @@ portable fp32 decode and "group_asm" a PTX one through E4M3), num_warps, num_sta
 register loop, 2-4 stream the K steps through shared memory with cp.async, ``_moe_gemv.py``; mma: 1 holds
 the next step in registers, 2-4 stream the weights through a shared-memory ring, BLOCK_K 128).
 
-With ``AOTUNE_PDL=1`` on sm_90+ the gemv and mma paths' launches form one programmatic-dependent-launch
-chain, the second GEMM prefetching its weight rows into L2 (``_pdl.py``; opt-in until measured).
+Config PDL (0 or 1; gemv and mma paths, NVIDIA sm_90+): the call's launches form one programmatic-dependent-
+launch chain, the second GEMM prefetching its weight rows into L2 where the active weights are small
+(``_pdl.py``, ``pdl_of``). A config without the key has it off.
 
 Without a tuned config (``config=None`` and no bundle entry) the launcher runs ``runtime_default``: the
 mma path up to M = 128 on NVIDIA sm_80+ (but the gemv path where M * I <= 512), the gemv path with the
@@ -67,7 +68,7 @@ from aotune.kernels._moe_gemv import _moe_act, _moe_gemv1, _moe_gemv2
 from aotune.kernels._moe_kernels import _moe_align, _moe_gemm1, _moe_gemm2, _moe_reduce
 from aotune.kernels._moe_mma import _moe_mma1, _moe_mma2
 from aotune.kernels.base import Cost, Inputs, Kernel, Launch, Problem
-from aotune.kernels.device import has_mma_v2
+from aotune.kernels.device import has_mma_v2, has_pdl
 from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
 from aotune.kernels.space import Choice, Config, ConfigSpace
 
@@ -102,10 +103,8 @@ def _workspace(p: MoEProblem, cfg: Config, device: torch.device | str, ids: torc
     return ws
 
 
-def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Config,
-          pdl: tuple[bool, bool] = (False, False)) -> list[tuple[Launch, tuple]]:
-    """The launches (and grids) of one call; shared by the launcher and ``launches`` (meta tensors).
-    ``pdl``: (chain the launches of the gemv and mma paths with PDL, prefetch the second GEMM's weights)."""
+def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Config) -> list[tuple[Launch, tuple]]:
+    """The launches (and grids) of one call; shared by the launcher and ``launches`` (meta tensors)."""
     if cfg["PATH"] == "gemv":
         gemms = _gemv_launches(ts, p, limit, cfg)
     elif cfg["PATH"] == "mma":
@@ -119,7 +118,8 @@ def _plan(ts: Tensors, p: MoEProblem, limit: float | None, scale: float, cfg: Co
     red = (dst, ids, ts["out"], p.K, p.E, p.top_k, float(scale), dst.stride(0), ts["out"].stride(0))
     kw = dict(PER_SLOT=not per_token, TOPK_PAD=topk_pad, BLOCK=block, num_warps=4)
     plan = gemms + [(Launch(_moe_reduce, red, kw), (p.M, triton.cdiv(p.K, block)))]
-    return _chained(plan, pdl[1]) if pdl[0] and cfg["PATH"] in ("gemv", "mma") else plan
+    chained, prefetch = pdl_of(p, cfg)
+    return _chained(plan, prefetch) if chained else plan
 
 
 def _chained(plan: list[tuple[Launch, tuple]], prefetch: bool) -> list[tuple[Launch, tuple]]:
@@ -279,6 +279,9 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: t
         raise ValueError("config: PATH 'mma' is a Gluon kernel and needs a CUDA GPU (not the CPU interpreter)")
     if not x.is_cuda and config["DEQ"] in ("group_asm", "dot_scaled"):
         raise ValueError(f"config: DEQ {config['DEQ']!r} needs a CUDA GPU (not the CPU interpreter)")
+    if config.get("PDL", 0) and not _pdl.supported(x.device):
+        raise ValueError(f"config: PDL 1 (programmatic dependent launch) needs an NVIDIA GPU of sm_90 or later, "
+                         f"not {x.device}")
     if problem.M == 0:
         return torch.empty_like(x)
     if config["PATH"] in ("gemv", "mma") and x.data_ptr() % 4:
@@ -286,7 +289,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: t
     ts = dict(x=x, w13=w13, w13_scale=w13_scale, w2=w2, w2_scale=w2_scale, topk_ids=topk_ids,
               topk_weights=topk_weights, w13_bias=w13_bias, w2_bias=w2_bias)
     ts.update(_workspace(problem, config, x.device, topk_ids))
-    for launch, grid in _plan(ts, problem, limit, routed_scaling_factor, config, pdl_of(problem, x.device)):
+    for launch, grid in _plan(ts, problem, limit, routed_scaling_factor, config):
         launch.fn[grid](*launch.args, **launch.kwargs)
     return ts["out"]
 
@@ -442,6 +445,16 @@ def _path_fits(config: Config, p: MoEProblem) -> str | None:
     return None
 
 
+def _pdl_fits(config: Config, p: MoEProblem) -> str | None:
+    """PDL (a chain of the call's launches, ``_pdl``) exists on the gemv and mma paths; a config without the
+    key (an older bundle, SGLang's set) has it off."""
+    if config.get("PDL", 0) not in (0, 1):
+        return f"PDL is 0 or 1, not {config['PDL']!r}"
+    if config.get("PDL", 0) and config["PATH"] not in ("gemv", "mma"):
+        return f"PDL 1: the {config['PATH']} path's launches are not chained (only gemv and mma)"
+    return None
+
+
 _SGLANG_DECODE = [(64, 64, 4), (32, 64, 4), (64, 128, 4), (128, 64, 8)]
 _SGLANG_PREFILL = [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 3), (256, 64, 8, 2)]
 _BASE = dict(GROUP_M=1, SPLIT_K=1, DEQ="arith")
@@ -460,11 +473,11 @@ SGLANG_SM120 = [
 _TENSOR_CORE_TILES = dict(BLOCK_M=Choice(16, 32, 64, 128), BLOCK_N=Choice(32, 64, 128, 256),
                           BLOCK_K=Choice(64, 128, 256), SPLIT_K=Choice(1, 2, 4), num_warps=Choice(2, 4, 8))
 # What each PATH can use (the constraints below say the same, and why): the space enumerates the three
-# products (28,704 configs), not one product of every value (276,480).
+# products, one per path (36,672 configs), not one product of every value.
 _BRANCHES = ("PATH", {
     "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm")),
-    "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1)),
-    "prefill": _TENSOR_CORE_TILES,
+    "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1), PDL=Choice(0)),
+    "prefill": dict(_TENSOR_CORE_TILES, PDL=Choice(0)),
     "mma": dict(BLOCK_M=Choice(8), BLOCK_N=Choice(32, 64, 128, 256), BLOCK_K=Choice(128, 256), GROUP_M=Choice(1),
                 SPLIT_K=Choice(1, 2, 4), DEQ=Choice("group_asm"), num_warps=Choice(1, 2, 4),
                 num_stages=Choice(1, 2, 3, 4)),
@@ -475,13 +488,13 @@ SPACE = ConfigSpace(
         "PATH": Choice("decode", "prefill", "gemv", "mma"), "BLOCK_M": Choice(1, 2, 8, 16, 32, 64, 128),
         "BLOCK_N": Choice(8, 16, 32, 64, 128, 256), "BLOCK_K": Choice(64, 128, 256, 512, 1024), "GROUP_M": Choice(1, 8),
         "SPLIT_K": Choice(1, 2, 4, 8), "DEQ": Choice("arith", "group", "group_asm", "dot_scaled"),
-        "num_warps": Choice(1, 2, 4, 8), "num_stages": Choice(1, 2, 3, 4),
+        "num_warps": Choice(1, 2, 4, 8), "num_stages": Choice(1, 2, 3, 4), "PDL": Choice(0, 1),
     },
     # Valid for every problem and runs under the interpreter; the best swept config of the H100 bench at
     # DeepSeek-V4-Flash TP 1, M = 32 (BENCHMARKS.md); not measured as a default elsewhere.
     default=dict(PATH="prefill", BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, SPLIT_K=1, DEQ="arith",
-                 num_warps=4, num_stages=4),
-    constraints=(_block_k_fits, _mma_fits, _tiles_fit, _path_fits),
+                 num_warps=4, num_stages=4, PDL=0),
+    constraints=(_block_k_fits, _mma_fits, _tiles_fit, _path_fits, _pdl_fits),
     baselines={"sglang_sm120": SGLANG_SM120},
     branches=_BRANCHES,
 )
@@ -508,8 +521,9 @@ _GEMV_OVER_MMA_MAX_WORK = 512  # M * I
 
 def runtime_default(problem: MoEProblem, device: DeviceClass) -> Config | None:
     """What ``fused_moe`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ the mma path up to
-    M = 128 (except the smallest decode problems), else the gemv default at M <= 8; the first of those
-    that is valid for ``problem``, or None (the space default: the tensor-core prefill path)."""
+    M = 128 (except the smallest decode problems), else the gemv default at M <= 8 (its launches chained
+    with PDL on sm_90+: 5-11% faster at M = 1 and 8 on the H100, BENCHMARKS.md); the first of those that is
+    valid for ``problem``, or None (the space default: the tensor-core prefill path)."""
     p = problem
     candidates = []
     if has_mma_v2(device) and p.M * p.I > _GEMV_OVER_MMA_MAX_WORK:
@@ -518,7 +532,7 @@ def runtime_default(problem: MoEProblem, device: DeviceClass) -> Config | None:
         elif p.M <= _MMA_DEFAULT_MAX_M:
             candidates.append(_MMA_DEFAULT)
     if p.M <= _DECODE_DEFAULT_MAX_M:
-        candidates.append(_DECODE_DEFAULT)
+        candidates.append(dict(_DECODE_DEFAULT, PDL=1) if has_pdl(device) else _DECODE_DEFAULT)
     return next((dict(c) for c in candidates if SPACE.check(c, p) is None), None)
 
 
@@ -565,13 +579,14 @@ def expected_active_experts(p: MoEProblem) -> float:
     return p.E * (1.0 - (1.0 - p.top_k / p.E) ** p.M)
 
 
-def pdl_of(p: MoEProblem, device: torch.device) -> tuple[bool, bool]:
-    """(chain the launches with PDL, the second GEMM prefetching its weights into L2): PDL as ``_pdl.enabled``;
-    the prefetch where every active expert's weights (both GEMMs': what streams through L2 between a
-    prefetch and its use, at most M * top_k experts) fit in half of L2."""
-    if not _pdl.enabled(device):
+def pdl_of(p: MoEProblem, config: Config) -> tuple[bool, bool]:
+    """(the launches form one PDL chain, the second GEMM prefetches its weight rows into L2): the config's
+    PDL on the gemv and mma paths; the prefetch where every active expert's weights (both GEMMs': what streams
+    through L2 between a prefetch and its use; at most M * top_k experts) are at most
+    ``_pdl.PREFETCH_MAX_BYTES``. From the problem and the config alone, so ``launches()`` matches the launcher."""
+    if not config.get("PDL", 0) or config["PATH"] not in ("gemv", "mma"):
         return False, False
-    return True, _pdl.prefetch_fits(device, min(_slots(p), p.E) * expert_weight_bytes(p))
+    return True, min(_slots(p), p.E) * expert_weight_bytes(p) <= _pdl.PREFETCH_MAX_BYTES
 
 
 def expert_weight_bytes(p: MoEProblem) -> int:
@@ -588,9 +603,8 @@ def cost(problem: MoEProblem) -> Cost:
     return Cost(bytes=weights + 4 * p.M * p.K + 8 * p.M * p.top_k, flops=6 * p.M * p.top_k * p.I * p.K)
 
 
-def launches(problem: MoEProblem, config: Config, *, pdl: tuple[bool, bool] = (False, False)) -> list[Launch]:
-    """The exact launches ``fused_moe`` does for ``problem`` and ``config``, on meta tensors (``pdl``: as
-    with ``AOTUNE_PDL=1`` on sm_90+, (chained, second GEMM prefetching); ``_plan``)."""
+def launches(problem: MoEProblem, config: Config) -> list[Launch]:
+    """The exact launches ``fused_moe`` does for ``problem`` and ``config``, on meta tensors."""
     p, meta, g = problem, torch.device("meta"), problem.group_size
     u8 = dict(dtype=torch.uint8, device=meta)
     f32 = dict(dtype=torch.float32, device=meta)
@@ -604,7 +618,7 @@ def launches(problem: MoEProblem, config: Config, *, pdl: tuple[bool, bool] = (F
     if p.has_bias:
         ts.update(w13_bias=torch.empty(p.E, 2 * p.I, **f32), w2_bias=torch.empty(p.E, p.K, **f32))
     ts.update(_workspace(p, config, meta, ts["topk_ids"]))
-    return [launch for launch, _ in _plan(ts, p, 7.0, 1.0, config, pdl)]
+    return [launch for launch, _ in _plan(ts, p, 7.0, 1.0, config)]
 
 
 def _run(inputs: Inputs, config: Config) -> Any:

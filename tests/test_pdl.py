@@ -1,4 +1,4 @@
-"""Programmatic dependent launch (``AOTUNE_PDL=1``, ``kernels/_pdl.py``): when it is on, how the decode calls'
+"""Programmatic dependent launch (config ``PDL``, ``kernels/_pdl.py``): where it exists, how the decode calls'
 launches are chained, what the chained kernels compile to (CPU host, sm_90), and on a GPU that a chained call
 computes exactly what the plain one does (workspaces poisoned with NaN, eager and in CUDA graphs)."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ import inspect
 import pytest
 import torch
 
+from aotune.cache_db.identity import DeviceClass
 from aotune.kernels import _pdl, flash_mla, get_kernel, mxfp4_moe, rel_error
 from aotune.kernels._mla_space import SparseDecodeProblem
 from aotune.kernels.mxfp4_moe import MoEProblem, fused_moe, fused_moe_ref, make_inputs
@@ -31,37 +32,56 @@ def _mla_config(path: str, splits: int) -> dict:
     return dict(PATH="triton", BLOCK_T=32, H_TILE=16, NUM_SPLITS=splits, num_warps=4, num_stages=1)
 
 
-@pytest.mark.parametrize("env,capability,device,expected", [
-    ("1", (9, 0), "cuda", True), ("1", (12, 0), "cuda", True), ("1", (8, 9), "cuda", False),
-    ("0", (9, 0), "cuda", False), (None, (9, 0), "cuda", False), ("1", (9, 0), "cpu", False)])
-def test_enabled_is_an_opt_in_for_sm90_and_later(env: str | None, capability: tuple, device: str, expected: bool,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    if env is None:
-        monkeypatch.delenv(_pdl.ENV, raising=False)
-    else:
-        monkeypatch.setenv(_pdl.ENV, env)
+@pytest.mark.parametrize("capability,device,expected", [
+    ((9, 0), "cuda", True), ((12, 0), "cuda", True), ((8, 9), "cuda", False), ((9, 0), "cpu", False)])
+def test_supported_on_sm90_and_later(capability: tuple, device: str, expected: bool,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_pdl, "_capability", lambda index: capability)
-    assert _pdl.enabled(torch.device(device, 0) if device == "cuda" else torch.device(device)) is expected
+    assert _pdl.supported(torch.device(device, 0) if device == "cuda" else torch.device(device)) is expected
 
 
-def test_prefetch_fits_half_of_l2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_pdl, "_l2_bytes", lambda index: 50 << 20)
-    assert _pdl.prefetch_fits(torch.device("cuda", 0), 25 << 20)
-    assert not _pdl.prefetch_fits(torch.device("cuda", 0), (25 << 20) + 1)
+def test_pdl_is_a_config_parameter_of_the_chained_paths() -> None:
+    """MoE: 0 or 1 on the gemv and mma paths, 0 elsewhere; FlashMLA: 1 needs splits; a config without the key
+    is valid and unchained; the runtime defaults turn it on only where measured faster, on sm_90+ devices."""
+    problem = MoEProblem(M=1, **V4_TP8)
+    assert mxfp4_moe.SPACE.check(dict(GEMV, PDL=1), problem) is None
+    assert mxfp4_moe.SPACE.check(dict(MMA, PDL=1), problem) is None
+    assert mxfp4_moe.SPACE.check(GEMV, problem) is None  # no key: off
+    assert "not chained" in mxfp4_moe.SPACE.check(dict(mxfp4_moe.SPACE.default, PDL=1), problem)
+    assert "0 or 1" in mxfp4_moe.SPACE.check(dict(GEMV, PDL=2), problem)
+    pdl = {c.get("PDL", 0) for c in mxfp4_moe.SPACE.configs() if c["PATH"] in ("gemv", "mma")}
+    assert pdl == {0, 1} and all(c["PDL"] == 0 for c in mxfp4_moe.SPACE.configs() if c["PATH"] in ("decode", "prefill"))
+    mla = SparseDecodeProblem(B=1, **V32_TP8)
+    assert flash_mla.SPACE.check(dict(_mla_config("mma", 8), PDL=1), mla) is None
+    assert "NUM_SPLITS > 1" in flash_mla.SPACE.check(dict(_mla_config("mma", 1), PDL=1), mla)
+    hopper = DeviceClass.from_properties("NVIDIA H100 80GB HBM3", 9, 0, 232448, 132)
+    ampere = DeviceClass.from_properties("NVIDIA A100-SXM4-80GB", 8, 0, 166912, 108)
+    assert mxfp4_moe.runtime_default(problem, hopper)["PDL"] == 1  # the gemv default at M * I <= 512
+    assert mxfp4_moe.runtime_default(problem, ampere).get("PDL", 0) == 0
+    assert mxfp4_moe.runtime_default(MoEProblem(M=8, **V4_TP8), hopper).get("PDL", 0) == 0  # the mma default
+    assert flash_mla.runtime_default(mla, hopper)["PDL"] == 1
+    assert flash_mla.runtime_default(mla, ampere).get("PDL", 0) == 0
 
 
-def test_moe_prefetches_where_the_active_weights_fit_half_of_l2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """V4-Flash TP 8 at M = 1 (6 experts, 10 MB) prefetches on a 50 MB L2; at M = 8 (48 experts) and TP 1 it
-    does not; without PDL nothing is chained."""
-    cuda = torch.device("cuda", 0)
-    monkeypatch.setattr(_pdl, "_capability", lambda index: (9, 0))
-    monkeypatch.setattr(_pdl, "_l2_bytes", lambda index: 50 << 20)
-    monkeypatch.setenv(_pdl.ENV, "1")
-    assert mxfp4_moe.pdl_of(MoEProblem(M=1, **V4_TP8), cuda) == (True, True)
-    assert mxfp4_moe.pdl_of(MoEProblem(M=8, **V4_TP8), cuda) == (True, False)
-    assert mxfp4_moe.pdl_of(MoEProblem(M=1, **dict(V4_TP8, I=2048)), cuda) == (True, False)
-    monkeypatch.setenv(_pdl.ENV, "0")
-    assert mxfp4_moe.pdl_of(MoEProblem(M=1, **V4_TP8), cuda) == (False, False)
+def test_pdl_refuses_a_device_without_it() -> None:
+    """The interpreter (and any GPU before sm_90) has no PDL: a config asking for it is a ValueError."""
+    problem = MoEProblem(M=2, K=64, I=64, E=4, top_k=2)
+    with pytest.raises(ValueError, match="PDL 1"):
+        fused_moe(**make_inputs(problem, 0, "cpu"), config=dict(GEMV, DEQ="arith", BLOCK_K=64, PDL=1))
+    mla = SparseDecodeProblem(B=1, S_q=1, H=2, topk=32, layout="v4", page_size=16)
+    with pytest.raises(ValueError, match="PDL 1"):
+        flash_mla.sparse_decode(**flash_mla.KERNEL.make_inputs(mla, 0, "cpu"), config=dict(_mla_config("triton", 2),
+                                                                                           BLOCK_T=16, PDL=1))
+
+
+def test_moe_prefetches_where_the_active_weights_are_small() -> None:
+    """V4-Flash TP 8 at M = 1 (6 experts, 10 MB) prefetches; at M = 8 (48 experts, 80 MB) and TP 1 (80 MB at
+    M = 1) it does not; PDL 0 chains nothing."""
+    on = dict(GEMV, PDL=1)
+    assert mxfp4_moe.pdl_of(MoEProblem(M=1, **V4_TP8), on) == (True, True)
+    assert mxfp4_moe.pdl_of(MoEProblem(M=8, **V4_TP8), on) == (True, False)
+    assert mxfp4_moe.pdl_of(MoEProblem(M=1, **dict(V4_TP8, I=2048)), on) == (True, False)
+    assert mxfp4_moe.pdl_of(MoEProblem(M=1, **V4_TP8), GEMV) == (False, False)
 
 
 @pytest.mark.parametrize("config,names", [
@@ -69,14 +89,14 @@ def test_moe_prefetches_where_the_active_weights_fit_half_of_l2(monkeypatch: pyt
     (MMA, ["_moe_mma1", "_moe_mma2", "_moe_reduce"]),
     (dict(GEMV, SPLIT_K=4), ["_moe_gemv1", "_moe_act", "_moe_gemv2", "_moe_reduce"])])
 def test_moe_chain(config: dict, names: list[str]) -> None:
-    """Chained: every kernel's PDL on, every launch but the first a PDL launch, the second GEMM prefetching as
-    asked; not chained: the launches of before (no PDL keys at all)."""
-    problem = MoEProblem(M=1, **V4_TP8)
-    plain = mxfp4_moe.launches(problem, config)
-    assert [launch.fn.__name__ for launch in plain] == names
-    assert not any({"PDL", "PREFETCH", "launch_pdl"} & set(launch.kwargs) for launch in plain)
-    for prefetch in (False, True):
-        chained = mxfp4_moe.launches(problem, config, pdl=(True, prefetch))
+    """PDL 1: every kernel's PDL on, every launch but the first a PDL launch, the second GEMM prefetching where
+    the active weights are small; PDL 0: the launches of before (no PDL keys at all)."""
+    for m, prefetch in ((1, True), (8, False)):
+        problem = MoEProblem(M=m, **V4_TP8)
+        plain = mxfp4_moe.launches(problem, config)
+        assert [launch.fn.__name__ for launch in plain] == names
+        assert not any({"PDL", "PREFETCH", "launch_pdl"} & set(launch.kwargs) for launch in plain)
+        chained = mxfp4_moe.launches(problem, dict(config, PDL=1))
         assert [launch.fn.__name__ for launch in chained] == names
         assert all(launch.kwargs["PDL"] for launch in chained)
         assert [launch.kwargs.get("launch_pdl", False) for launch in chained] == [False] + [True] * (len(names) - 1)
@@ -90,11 +110,12 @@ def _signature(args: tuple) -> list:
 
 
 def test_moe_chain_leaves_the_tensor_core_paths_alone() -> None:
-    """The decode and prefill paths' kernels have no PDL constexprs: their plans are never chained."""
+    """The decode and prefill paths' kernels have no PDL constexprs: their plans are never chained (and the
+    space says so)."""
     problem = MoEProblem(M=1, **V4_TP8)
     for config in (dict(mxfp4_moe.SPACE.default), dict(mxfp4_moe.SPACE.default, PATH="decode", BLOCK_M=16, GROUP_M=1)):
         assert mxfp4_moe.SPACE.check(config, problem) is None
-        chained = mxfp4_moe.launches(problem, config, pdl=(True, True))
+        chained = mxfp4_moe.launches(problem, dict(config, PDL=1))
         assert not any({"PDL", "PREFETCH", "launch_pdl"} & set(launch.kwargs) for launch in chained)
 
 
@@ -102,27 +123,27 @@ def test_moe_chain_leaves_the_tensor_core_paths_alone() -> None:
 def test_mla_chain(path: str) -> None:
     """With split-KV the combine is a PDL dependent of the split pass; without splits nothing changes."""
     problem = SparseDecodeProblem(B=1, **V32_TP8)
-    split = flash_mla.launches(problem, _mla_config(path, 8), pdl=True)
+    split = flash_mla.launches(problem, dict(_mla_config(path, 8), PDL=1))
     assert [launch.fn.__name__ for launch in split] == [
         "mla_decode_mma_kernel" if path == "mma" else "mla_decode_kernel", "mla_combine_kernel"]
     assert split[0].kwargs["PDL"] and "launch_pdl" not in split[0].kwargs
     assert split[1].kwargs["PDL"] and split[1].kwargs["launch_pdl"]
-    single = flash_mla.launches(problem, _mla_config(path, 1), pdl=True)
+    single = flash_mla.launches(problem, dict(_mla_config(path, 1), PDL=1))
     assert len(single) == 1 and "PDL" not in single[0].kwargs
 
 
-def _compiled_chains(jobs: list[tuple[str, dict, dict, object]]) -> list[tuple[str, bool, int, int, int]]:
+def _compiled_chains(jobs: list[tuple[str, dict, dict]]) -> list[tuple[str, bool, int, int, int]]:
     """(kernel, launch_pdl, waits, launch_dependents, L2 prefetches) of every launch of ``jobs`` (kernel module,
-    problem fields, config, pdl), compiled for sm_90; runs in a child process (real compilation)."""
+    problem fields, config), compiled for sm_90; runs in a child process (real compilation)."""
     from aotune.tuner.arch import get_arch
     from aotune.tuner.feasibility import compile_launch
 
     launches = []
-    for module, fields, config, pdl in jobs:
+    for module, fields, config in jobs:
         if module == "mxfp4_moe":
-            launches += mxfp4_moe.launches(MoEProblem(**fields), config, pdl=pdl)
+            launches += mxfp4_moe.launches(MoEProblem(**fields), config)
         else:
-            launches += flash_mla.launches(SparseDecodeProblem(**fields), config, pdl=pdl)
+            launches += flash_mla.launches(SparseDecodeProblem(**fields), config)
     out = []
     for launch in launches:
         compiled = compile_launch(launch, get_arch("sm_90"))
@@ -139,9 +160,9 @@ def test_chained_kernels_compile_for_sm90() -> None:
     pytest.importorskip("triton.backends.nvidia")
     from aotune.tuner.feasibility import _compiler_env, _pool
 
-    jobs = [("mxfp4_moe", dict(M=1, **V4_TP8), dict(MMA, SPLIT_K=4), (True, True)),
-            ("mxfp4_moe", dict(M=2, **GPT_OSS), dict(GEMV, SPLIT_K=2), (True, True)),
-            ("flash_mla", dict(B=2, **V4_MLA_TP8), _mla_config("mma", 4), True)]
+    jobs = [("mxfp4_moe", dict(M=1, **V4_TP8), dict(MMA, SPLIT_K=4, PDL=1)),
+            ("mxfp4_moe", dict(M=2, **V4_TP8), dict(GEMV, SPLIT_K=2, PDL=1)),
+            ("flash_mla", dict(B=2, **V4_MLA_TP8), dict(_mla_config("mma", 4), PDL=1))]
     with _compiler_env(), _pool(1) as pool:
         compiled = pool.submit(_compiled_chains, jobs).result()
     assert [c[0] for c in compiled] == ["_moe_mma1", "_moe_act", "_moe_mma2", "_moe_reduce", "_moe_gemv1",
@@ -198,10 +219,6 @@ def _poison_moe(monkeypatch: pytest.MonkeyPatch, poison_dst: bool) -> None:
     monkeypatch.setattr(mxfp4_moe, "_workspace", poisoned)
 
 
-def _with_pdl(monkeypatch: pytest.MonkeyPatch, on: bool) -> None:
-    monkeypatch.setenv(_pdl.ENV, "1" if on else "0")
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("fields,m,config", [
     (V4_TP8, 1, dict(MMA, SPLIT_K=4)), (V4_TP8, 8, MMA), (V4_TP8, 1, dict(GEMV, SPLIT_K=4)),
@@ -213,19 +230,17 @@ def test_gpu_moe_chain_matches_plain(fields: dict, m: int, config: dict, monkeyp
     atomic = config["PATH"] == "gemv" and config["SPLIT_K"] > 1
     _poison_moe(monkeypatch, poison_dst=not atomic)
     problem = MoEProblem(M=m, **fields)
-    _with_pdl(monkeypatch, True)
-    assert _pdl.enabled(torch.device("cuda")), "PDL needs sm_90 or later"
+    assert _pdl.supported(torch.device("cuda")), "PDL needs sm_90 or later"
+    chained = dict(config, PDL=1)
     inputs = make_inputs(problem, 0, "cuda")
     graph, out = torch.cuda.CUDAGraph(), None
-    fused_moe(**inputs, config=config)
+    fused_moe(**inputs, config=chained)
     with torch.cuda.graph(graph):
-        out = fused_moe(**inputs, config=config)
+        out = fused_moe(**inputs, config=chained)
     for seed in range(1, 6):
         inputs["topk_ids"].copy_(make_inputs(problem, seed, "cuda")["topk_ids"])
-        _with_pdl(monkeypatch, True)
-        eager = fused_moe(**inputs, config=config)
+        eager = fused_moe(**inputs, config=chained)
         graph.replay()
-        _with_pdl(monkeypatch, False)
         plain = fused_moe(**inputs, config=config)
         for got in (eager, out):
             assert (rel_error(got, plain) <= 1e-6) if atomic else torch.equal(got, plain), seed
@@ -247,15 +262,13 @@ def test_gpu_mla_chain_matches_plain(fields: dict, path: str, monkeypatch: pytes
 
     monkeypatch.setattr(flash_mla, "_outputs", poisoned)
     problem = SparseDecodeProblem(B=3, **fields)
-    config = _mla_config(path, 8)
+    config, chained = _mla_config(path, 8), dict(_mla_config(path, 8), PDL=1)
     inputs = flash_mla.KERNEL.make_inputs(problem, 5, "cuda")
-    _with_pdl(monkeypatch, False)
     plain = flash_mla.sparse_decode(**inputs, config=config)
-    _with_pdl(monkeypatch, True)
-    eager = flash_mla.sparse_decode(**inputs, config=config)
+    eager = flash_mla.sparse_decode(**inputs, config=chained)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        captured = flash_mla.sparse_decode(**inputs, config=config)
+        captured = flash_mla.sparse_decode(**inputs, config=chained)
     for _ in range(3):
         graph.replay()
         for got in (eager, captured):

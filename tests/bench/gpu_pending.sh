@@ -15,9 +15,9 @@
 #   mla-table    the issue's FlashMLA table (bench_flash_mla.py 80)
 #   moe-floor    the MoE decode floor: a pure read of the active experts' bytes in 1 and 2 launches, and the
 #                launch floor of 1-4 empty kernels (bench_moe_floor.py, about 90 s)
-#   pdl-tests    the GPU tests of programmatic dependent launch alone (tests/test_pdl.py, AOTUNE_PDL)
-#   pdl-ab       PDL off / on: launch-chain floor, MoE decode shapes, FlashMLA splits (pdl_ab.py, about 70 s)
-#   pdl-tuned    PDL off / on at the H100 tables' tuned config of each decode row (pdl_ab.py tuned)
+#   pdl-tests    the GPU tests of programmatic dependent launch alone (tests/test_pdl.py, config PDL)
+#   pdl-ab       PDL 0 / 1: launch-chain floor, MoE decode shapes, FlashMLA splits (pdl_ab.py, about 70 s)
+#   pdl-tuned    PDL 0 / 1 at the H100 tables' tuned config of each decode row (pdl_ab.py tuned)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"

@@ -1,4 +1,4 @@
-"""A/B of programmatic dependent launch (``AOTUNE_PDL=1``, ``kernels/_pdl.py``) on the decode calls, one GPU.
+"""A/B of programmatic dependent launch (config ``PDL`` 0 / 1, ``kernels/_pdl.py``) on the decode calls, one GPU.
 
 ``python3 tests/bench/pdl_ab.py [floor] [moe] [mla] [tuned]`` (default: the first three), sm_90 or later
 (``tuned``: the MoE and FlashMLA parts on the H100 tables' tuned config of each row only):
@@ -7,8 +7,8 @@
   per launch boundary;
 - moe: ``fused_moe`` at the issue's decode shapes (DeepSeek-V4-Flash TP 1 and 8, gpt-oss-120b; M = 1, 8, 32)
   over a few gemv and mma configs (first GEMM split or not), timed exactly as ``bench_mxfp4_moe.py`` does
-  (rotated weight sets out of L2, one CUDA graph per timing), PDL off, on, and where the launcher prefetches
-  the second GEMM's weights also on without that prefetch, interleaved, best of 3 rounds; the outputs must be
+  (rotated weight sets out of L2, one CUDA graph per timing), PDL 0, 1, and where the launcher prefetches
+  the second GEMM's weights also 1 without that prefetch, interleaved, best of 3 rounds; the outputs must be
   equal (bitwise; to 1e-6 where the second GEMM adds K splits with atomics);
 - mla: ``sparse_decode`` (V3.2 and V4-Flash TP 8, B = 1, 8, 64) with its split-KV configs, the same way
   (``bench_flash_mla.graph_time``), output and lse bitwise equal.
@@ -17,7 +17,7 @@ bandwidth, for the faster of off and on).
 """
 from __future__ import annotations
 
-import os
+import contextlib
 import statistics
 import sys
 from typing import Any
@@ -30,9 +30,8 @@ from bench_flash_mla import MODELS as MLA_MODELS
 from bench_flash_mla import graph_time, input_sets
 from bench_mxfp4_moe import MODELS as MOE_MODELS
 from bench_mxfp4_moe import _events_ms, _sets, copy_bandwidth, rotated_sets, time_config
-from aotune.kernels import rel_error
-from aotune.kernels import mxfp4_moe
-from aotune.kernels._pdl import ENV, gdc_launch_dependents, gdc_wait
+from aotune.kernels import _pdl, mxfp4_moe, rel_error
+from aotune.kernels._pdl import gdc_launch_dependents, gdc_wait
 from aotune.kernels.flash_mla import KERNEL as MLA
 from aotune.kernels.flash_mla import sparse_decode
 from aotune.kernels.mxfp4_moe import SPACE, MoEProblem, expert_weight_bytes, fused_moe
@@ -52,19 +51,36 @@ MOE_CONFIGS = [_mma(32, 256, 1, 1), _mma(32, 256, 1, 4), _mma(128, 256, 4, 1), _
                _gemv(16, 512, 1, 4, 3)]
 
 
-def _compile(job: tuple[dict[str, Any], dict[str, Any], tuple[bool, bool]]) -> str:
+# (PDL, second-GEMM prefetch allowed): off, on as the launcher decides, on without the prefetch.
+Mode = tuple[int, bool]
+
+
+@contextlib.contextmanager
+def _mode(mode: Mode) -> Any:
+    """The config's PDL, and the launcher's prefetch switched off when the mode says so."""
+    saved = _pdl.PREFETCH_MAX_BYTES
+    if not mode[1]:
+        _pdl.PREFETCH_MAX_BYTES = -1
+    try:
+        yield mode[0]
+    finally:
+        _pdl.PREFETCH_MAX_BYTES = saved
+
+
+def _compile(job: tuple[dict[str, Any], dict[str, Any], Mode]) -> str:
     from aotune.tuner.arch import get_arch
     from aotune.tuner.feasibility import compile_launch
 
-    fields, config, pdl = job
+    fields, config, mode = job
     major, minor = fields.pop("_capability")
-    for launch in mxfp4_moe.launches(MoEProblem(**fields), config, pdl=pdl):
-        compile_launch(launch, get_arch(f"sm_{major}{minor}"))
+    with _mode(mode) as pdl:
+        for launch in mxfp4_moe.launches(MoEProblem(**fields), dict(config, PDL=pdl)):
+            compile_launch(launch, get_arch(f"sm_{major}{minor}"))
     return "ok"
 
 
 def precompile_moe() -> None:
-    """Compile every (shape, config, PDL off / on) in 16 processes: lands in Triton's cache for the JIT."""
+    """Compile every (shape, config, mode) in 16 processes: lands in Triton's cache for the JIT."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -73,8 +89,8 @@ def precompile_moe() -> None:
         for m in (1, 8, 32):
             p = MoEProblem(M=m, **fields)
             for config in (c for c in MOE_CONFIGS + [TUNED_MOE[name, m]] if SPACE.check(c, p) is None):
-                for pdl in _moe_modes(p):
-                    jobs.append((dict(fields, M=m, _capability=torch.cuda.get_device_capability()), config, pdl))
+                for mode in _moe_modes(p, config):
+                    jobs.append((dict(fields, M=m, _capability=torch.cuda.get_device_capability()), config, mode))
     with ProcessPoolExecutor(16, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_compile, jobs, chunksize=2))
     print(f"precompiled {results.count('ok')} of {len(jobs)}", flush=True)
@@ -127,32 +143,19 @@ def floor() -> None:
         print(f"| {chain} | {times[0]:.2f} | {times[1]:.2f} |", flush=True)
 
 
-def _with_pdl(on: bool, fn: Any, *args: Any) -> Any:
-    os.environ[ENV] = "1" if on else "0"
-    try:
-        return fn(*args)
-    finally:
-        os.environ[ENV] = "0"
-
-
-def _in_mode(mode: tuple[bool, bool], fn: Any, *args: Any) -> Any:
-    """``fn`` with the MoE's (PDL, prefetch) forced to ``mode``."""
-    saved = mxfp4_moe.pdl_of
-    mxfp4_moe.pdl_of = lambda p, device: mode
-    try:
-        return fn(*args)
-    finally:
-        mxfp4_moe.pdl_of = saved
-
-
 def _moe_configs(name: str, m: int, tuned: bool) -> list[dict[str, Any]]:
     return [TUNED_MOE[name, m]] if tuned else MOE_CONFIGS
 
 
-def _moe_modes(p: MoEProblem) -> list[tuple[bool, bool]]:
-    """Off, on as the launcher decides, and on without the prefetch where the launcher prefetches."""
-    chained = _with_pdl(True, mxfp4_moe.pdl_of, p, torch.device("cuda"))
-    return [(False, False), chained] + ([(True, False)] if chained[1] else [])
+def _moe_modes(p: MoEProblem, config: dict[str, Any]) -> list[Mode]:
+    """Off, on, and on without the prefetch where the launcher prefetches."""
+    prefetch = mxfp4_moe.pdl_of(p, dict(config, PDL=1))[1]
+    return [(0, True), (1, True)] + ([(1, False)] if prefetch else [])
+
+
+def _run_moe(mode: Mode, fn: Any, sets: list[dict[str, Any]], config: dict[str, Any]) -> Any:
+    with _mode(mode) as pdl:
+        return fn(sets, dict(config, PDL=pdl))
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, atomic: bool) -> bool:
@@ -166,16 +169,16 @@ def moe(copy_bw: float, tuned: bool = False) -> None:
     for name, fields in MOE_MODELS.items():
         for m in (1, 8, 32):
             p = MoEProblem(M=m, **fields)
-            modes = _moe_modes(p)
             sets = _sets(p, rotated_sets(p), seed=p.M)
             active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
             for config in (c for c in _moe_configs(name, m, tuned) if SPACE.check(c, p) is None):
+                modes = _moe_modes(p, config)
                 try:
                     best = [float("inf")] * len(modes)
                     for _ in range(3):
                         for i, mode in enumerate(modes):
-                            best[i] = min(best[i], _in_mode(mode, time_config, sets, config, 10))
-                    outs = [_in_mode(mode, lambda: fused_moe(**sets[0], config=config)) for mode in modes]
+                            best[i] = min(best[i], _run_moe(mode, lambda ss, c: time_config(ss, c, 10), sets, config))
+                    outs = [_run_moe(mode, lambda ss, c: fused_moe(**ss[0], config=c), sets, config) for mode in modes]
                 except Exception as exc:  # noqa: BLE001 - reported, not fatal
                     print(f"| {name} | {m} | {config} | FAIL {type(exc).__name__}: {str(exc)[:160]} ||||||",
                           flush=True)
@@ -203,10 +206,10 @@ def mla(tuned: bool = False) -> None:
                 try:
                     best = [float("inf"), float("inf")]
                     for _ in range(3):
-                        for on in (False, True):
-                            best[on] = min(best[on], _with_pdl(on, graph_time, sets, config) * 1e6)
-                    off = _with_pdl(False, lambda: sparse_decode(**sets[0], config=config))
-                    on = _with_pdl(True, lambda: sparse_decode(**sets[0], config=config))
+                        for pdl in (0, 1):
+                            best[pdl] = min(best[pdl], graph_time(sets, dict(config, PDL=pdl)) * 1e6)
+                    off = sparse_decode(**sets[0], config=dict(config, PDL=0))
+                    on = sparse_decode(**sets[0], config=dict(config, PDL=1))
                 except Exception as exc:  # noqa: BLE001 - reported, not fatal
                     print(f"| {name} | {b} | {config} | FAIL {type(exc).__name__}: {str(exc)[:160]} |||", flush=True)
                     continue
