@@ -348,8 +348,8 @@ H200 = DeviceClass("nvidia", "sm_90", "h200", 232448, 132)
                                         (runtime.INTERPRETER, False)])
 def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: DeviceClass, mma: bool) -> None:
     """The measured rule (``_mla_space.runtime_default``): on sm_80+ the mma path at BLOCK_T 16 with the
-    power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles); else the
-    space default."""
+    power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles), its combine
+    chained with PDL (sm_90+); else the space default."""
     v32_tp8 = dict(S_q=1, H=16, topk=2048, layout="v32", page_size=64)
     v4_tp8 = dict(S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128, has_sink=True)
     v32_tp1 = dict(v32_tp8, H=128)
@@ -365,8 +365,9 @@ def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: Device
         if not mma:
             assert default is None, (which, batch)
         else:
+            chained = dict(PDL=1) if splits > 1 else {}  # sm_90 and sm_120 run PDL: the combine is chained
             assert default == dict(PATH="mma", BLOCK_T=16, H_TILE=16, NUM_SPLITS=splits, num_warps=4,
-                                   num_stages=1), (which, batch, default)
+                                   num_stages=1, **chained), (which, batch, default)
             assert KERNEL.space.check(default, problem) is None
         assert runtime.default_configs(KERNEL, problem, device)[0] == (default or KERNEL.space.default)
 
