@@ -33,7 +33,9 @@ BATCHES = (1, 8, 64, 256)
 SPLITS = (1, 2, 4, 8, 16, 32, 64)
 SWEEP = [dict(PATH="triton", BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=w, num_stages=st)
          for bt, ns, w, st in itertools.product((16, 32, 64), SPLITS, (4, 8), (1, 3))]
-SWEEP += [c for c in KERNEL.space.configs() if c["PATH"] == "mma"]  # all of the space's mma configs (14)
+# all of the space's mma configs (14, each with and without PDL; PDL needs splits and sm_90+)
+SWEEP += [c for c in KERNEL.space.configs() if c["PATH"] == "mma"
+          and (not c["PDL"] or torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0))]
 
 
 def _events(fn: Any, reps: int) -> list[float]:
@@ -149,7 +151,7 @@ def main(budget_s: float) -> None:
         precompile(fields, SWEEP + baselines)
     print(f"precompiled in {time.time() - t0:.0f} s", flush=True)
     t0 = time.time()  # the sweep budget starts after compilation
-    print("| model | B | tuned us | config PATH/BT/H_TILE/SPLITS/warps/stages | best triton us | best mma us | "
+    print("| model | B | tuned us | config PATH/BT/H_TILE/SPLITS/warps/stages/PDL | best triton us | best mma us | "
           "default us (splits) | SGLang best us | torch ref us | roofline us | tuned % | SGLang % |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
@@ -174,7 +176,8 @@ def main(budget_s: float) -> None:
                    default_us=default_t * 1e6, default_config=default, sglang_us=sglang * 1e6, ref_us=ref * 1e6,
                    roofline_us=roof * 1e6, tuned_frac=roof / tuned, sglang_frac=roof / sglang, sets=len(sets))
         rows.append(row)
-        short = "/".join(str(cfg.get(k)) for k in ("PATH", "BLOCK_T", "H_TILE", "NUM_SPLITS", "num_warps", "num_stages"))
+        short = "/".join(str(cfg.get(k, 0)) for k in ("PATH", "BLOCK_T", "H_TILE", "NUM_SPLITS", "num_warps",
+                                                       "num_stages", "PDL"))
         print(f"| {name} | {batch} | {tuned * 1e6:.1f} | {short} | {triton_t * 1e6:.1f} | {mma_t * 1e6:.1f} | "
               f"{default_t * 1e6:.1f} ({default.get('PATH', 'triton')}/{default['NUM_SPLITS']}) | {sglang * 1e6:.1f} | {ref * 1e6:.0f} | {roof * 1e6:.1f} | {100 * roof / tuned:.0f}% | "
               f"{100 * roof / sglang:.0f}% |", flush=True)

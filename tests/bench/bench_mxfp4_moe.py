@@ -118,7 +118,7 @@ def _sets(p: MoEProblem, n: int, seed: int) -> list[dict[str, Any]]:
 
 def sweep(p: MoEProblem) -> list[dict[str, Any]]:
     """The configs tried for one problem: tensor-core decode (M <= 128), gemv (M <= 32), prefill (M >= 32),
-    SGLang's set."""
+    SGLang's set; at M <= 32 on sm_90+ the gemv and mma configs also with PDL."""
     out: list[dict[str, Any]] = []
     deqs = ("arith", "group_asm", "dot_scaled")
     if p.M <= 128:
@@ -153,6 +153,9 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
                     for deq in deqs:
                         out.append(dict(PATH="prefill", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DEQ=deq,
                                         num_warps=warps, num_stages=stages, GROUP_M=8, SPLIT_K=1))
+    if p.M <= 32 and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0):
+        # the decode paths' launches chained with PDL (config PDL 1, sm_90+): 1-19% at M <= 32 on the H100
+        out += [dict(c, PDL=1) for c in out if c["PATH"] in ("gemv", "mma")]
     sglang = [dict(c, _sglang=True) for c in SPACE.baseline("sglang_sm120")]
     return [c for c in sglang + out if SPACE.check(_plain(c), p) is None]
 
