@@ -112,7 +112,7 @@ def mma_fits(config: Config, problem: SparseDecodeProblem) -> str | None:
 
 def _sglang(block_t: int, h_tile: int, warps: int) -> Config:
     return {"PATH": "triton", "BLOCK_T": block_t, "H_TILE": h_tile, "NUM_SPLITS": 1, "num_warps": warps,
-            "num_stages": 2}
+            "num_stages": 2, "PDL": 0}
 
 
 # num_stages 1-2: the kernel's register pipeline (one tile of gathers in flight); 3: the same loop through

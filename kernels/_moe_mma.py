@@ -37,9 +37,13 @@ a ring of that many shared-memory tiles (cp.async), which frees about 30 registe
 is loaded masked.
 
 Grid and routing as on the gemv path (``_owner_slots``: the first slot of each expert does the work, no
-sort, CUDA-graph safe); the owner loops over its tokens 8 at a time. The first GEMM's tile is BLOCK_N/2
-gate rows then the matching up rows (the two halves of the accumulator sit in the same threads, so the
-activation needs no data exchange) and writes bf16 ``h``, or with SPLIT_K > 1 (a third grid axis over
+sort, CUDA-graph safe); the owner loops over its tokens 8 at a time. The first GEMM also stores each slot's
+match (``_store_route``: how many slots it works for, and which), so the second GEMM reads its slots with
+one load per lane instead of redoing the match (a scan over every slot and, at 4 warps, a dozen barriers:
+about 130-250 of its 1,100-1,300 instructions per program at DeepSeek-V4-Flash TP 8; 9-11% of the call at
+TP 8 M = 32 on the H100, BENCHMARKS.md). The first GEMM's tile is BLOCK_N/2 gate rows then the matching
+up rows (the two halves of the accumulator sit in the same threads, so the activation needs no data
+exchange) and writes bf16 ``h``, or with SPLIT_K > 1 (a third grid axis over
 whole BLOCK_K steps of K: more programs where few experts are active, as at TP 8) the fp32 sums of its K
 range, which ``_moe_gemv._moe_act`` adds in split order and activates; the second writes
 ``(h @ w2.T + b2) * weight`` per slot in fp32 for the reduce. Needs group_size 32, K and I multiples of 32
@@ -378,7 +382,27 @@ def _chunk_slots(match, rank, count, c, T_PAD: gl.constexpr):
 
 
 @gluon.jit
-def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, top_k, limit, split_steps,
+def _store_route(route_ptr, pid_m, owns, match, rank, count, T_PAD: gl.constexpr):
+    """The first GEMM's routing, for the second: row ``pid_m`` of ``route`` ([T, 1 + T_PAD] int32) holds the
+    number of slots this slot works for (0 unless it is its expert's first) and then those slots by rank."""
+    slots: gl.constexpr = gl.SliceLayout(0, _token_layout(gl.num_warps()))
+    q = gl.arange(0, T_PAD, layout=slots)
+    row = route_ptr + pid_m * (T_PAD + 1)
+    gl.store(row + 1 + rank, q, mask=match & owns)
+    gl.store(row + q, gl.where(owns, count, 0), mask=q == 0)
+
+
+@gluon.jit
+def _route_slots(route_ptr, pid_m, count, c, T_PAD: gl.constexpr, LAYOUT: gl.constexpr):
+    """``_chunk_slots`` from ``_store_route``'s row, loaded straight into ``LAYOUT`` (no data exchange):
+    the slots of ranks c .. c+7 (slot 0 where absent) and which exist."""
+    r = c + gl.arange(0, TOKENS, layout=LAYOUT)
+    ok = r < count
+    return gl.load(route_ptr + pid_m * (T_PAD + 1) + 1 + r, mask=ok, other=0), ok
+
+
+@gluon.jit
+def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, route_ptr, T, K, I, E, top_k, limit, split_steps,
               stride_xm, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_hm, stride_wss, stride_wsm,
               ACT: gl.constexpr, LAYOUT: gl.constexpr, HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr,
               BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, SPLIT: gl.constexpr,
@@ -397,6 +421,8 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, to
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     pid_m = gl.program_id(0)
     e, owns, match, rank, count = _owner_slots(ids_ptr, pid_m, T, E, T_PAD)
+    if (gl.program_id(1) == 0) & (gl.program_id(2) == 0):
+        _store_route(route_ptr, pid_m, owns, match, rank, count, T_PAD)
     if owns:
         e64 = e.to(gl.int64)
         c126, negz = _tables(K)
@@ -437,37 +463,40 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, T, K, I, E, to
 
 
 @gluon.jit
-def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, T, N, KI, E,
+def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, route_ptr, N, KI, E,
               stride_am, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_om,
               HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
               STAGES: gl.constexpr, PDL: gl.constexpr = False, PREFETCH: gl.constexpr = False):
-    """out[slot] = (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns, 8 slots a pass.
-    PDL: a later launch of a chain (``_pdl``); with PREFETCH its weight tile goes to L2 before the wait."""
+    """out[slot] = (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns, 8 slots a pass;
+    the routing is the first GEMM's (``_store_route``). PDL: a later launch of a chain (``_pdl``); with
+    PREFETCH its weight tile goes to L2 before the wait (from every slot of a valid expert: which slot owns
+    the expert is the first GEMM's output, read after the wait)."""
     mma: gl.constexpr = _mma_layout(gl.num_warps())
+    x_rows: gl.constexpr = gl.SliceLayout(1, _act_layout(gl.num_warps(), BLOCK_K // 128))
     pid_m = gl.program_id(0)
-    e, owns, match, rank, count = _owner_slots(ids_ptr, pid_m, T, E, T_PAD)
+    e = gl.load(ids_ptr + pid_m)
     if PDL:
         gl_gdc_launch_dependents()
         if PREFETCH:
-            if owns:
+            if (e >= 0) & (e < E):
                 row0 = gl.program_id(1) * BLOCK_N
                 rows = gl.minimum(N, row0 + BLOCK_N) - row0
                 e_pf = e.to(gl.int64)
                 gl_prefetch_l2(w_ptr + e_pf * (stride_we // 4) + row0 * (stride_wn // 4), rows.to(gl.int64) * stride_wn)
                 gl_prefetch_l2(s_ptr + e_pf * stride_se + row0 * stride_sn, rows.to(gl.int64) * stride_sn)
         gl_gdc_wait()
-    if owns:
+    count = gl.load(route_ptr + pid_m * (T_PAD + 1))
+    if (count > 0) & (e >= 0):  # (e >= 0 follows from count > 0; reading e here overlaps its load with count's)
         e64 = e.to(gl.int64)
         c126, negz = _tables(KI)
         cols = gl.program_id(1) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma))
         safe = gl.where(cols < N, cols, 0)
         for c in range(0, count, TOKENS):
-            slots, ok = _chunk_slots(match, rank, count, c, T_PAD)
+            slots, _ = _route_slots(route_ptr, pid_m, count, c, T_PAD, x_rows)  # the activation rows
+            s_out, ok_out = _route_slots(route_ptr, pid_m, count, c, T_PAD, gl.SliceLayout(0, mma))  # the output's
             acc = _dot_rows_checked(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, safe, a_ptr,
                                     slots, stride_wn, stride_sn, stride_am, KI // 32, c126, negz, BLOCK_K // 128,
                                     BLOCK_N, STAGES)
-            s_out = gl.convert_layout(slots, gl.SliceLayout(0, mma))
-            ok_out = gl.convert_layout(ok, gl.SliceLayout(0, mma))
             if HAS_BIAS:
                 acc += gl.load(b_ptr + e64 * stride_be + safe)[:, None]
             acc = acc * gl.load(tw_ptr + s_out)[None, :]

@@ -13,7 +13,8 @@ silent:
 - Top-k sum in fp32; the order of that sum is fixed on the decode path (per-slot buffer, then a reduce
   kernel) and follows fp32 atomic adds on the prefill path and with split-K.
 - The launcher allocates its workspaces per call (caching allocator; CUDA-graph safe): intermediate
-  ``[M*top_k, I]`` bf16 and an fp32 buffer ``[M*top_k, K]`` (decode) or ``[M, K]`` (prefill).
+  ``[M*top_k, I]`` bf16 and an fp32 buffer ``[M*top_k, K]`` (decode) or ``[M, K]`` (prefill); on the mma
+  path also the first GEMM's routing for the second, ``[M*top_k, T_PAD + 1]`` int32.
 
 Problem key: M, K (hidden), I (per-rank intermediate), E (per-rank experts), top_k, group_size,
 activation, layout, has_bias. Config: PATH ("decode": no sort, grid over slots, first slot of each
@@ -93,6 +94,8 @@ def _workspace(p: MoEProblem, cfg: Config, device: torch.device | str, ids: torc
         "out": torch.empty(p.M, p.K, dtype=torch.bfloat16, device=device),
         "sorted": ids, "bexp": ids, "cursor": ids, "split_ws": ids,
     }
+    if cfg["PATH"] == "mma":  # the first GEMM's routing, for the second (_moe_mma._store_route)
+        ws["route"] = torch.empty(t, max(16, _pow2(t)) + 1, dtype=torch.int32, device=device)
     if _splits_first_gemm(cfg) and cfg["SPLIT_K"] > 1:  # the first GEMM's fp32 partial sums, a slab per split
         ws["split_ws"] = torch.empty(cfg["SPLIT_K"], t, 2 * p.I, dtype=torch.float32, device=device)
     if not decode:
@@ -230,7 +233,7 @@ def mma_split_steps(config: Config, p: MoEProblem) -> tuple[int, int]:
 def _mma_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) -> list[tuple[Launch, tuple]]:
     """Tensor-core decode path ("mma", _moe_mma.py, GPU only): GEMM1 over (slot, N tile, K split) [, the
     activation of its K splits], GEMM2 over (slot, N tile); the first slot of each expert does its work, 8
-    tokens per pass."""
+    tokens per pass; GEMM1 leaves its routing in ``route`` for GEMM2."""
     t, bn = p.M * p.top_k, cfg["BLOCK_N"]
     splits, split_steps = mma_split_steps(cfg, p)
     b13, b2, stride_b13, stride_b2 = _bias_args(ts, p)
@@ -243,11 +246,13 @@ def _mma_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) 
     w13_32, w2_32 = w13.view(torch.int32), w2.view(torch.int32)  # weight bytes as words (strides still in bytes)
     split_ws = ts["split_ws"]
     ws_strides = (split_ws.stride(0), split_ws.stride(1)) if splits > 1 else (0, 0)
-    g1 = (x32, w13_32, s13, b13, inter, split_ws, ids, t, p.K, p.I, p.E, p.top_k, lim, split_steps, x32.stride(0),
-          w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0), *ws_strides)
+    route = ts["route"]
+    g1 = (x32, w13_32, s13, b13, inter, split_ws, ids, route, t, p.K, p.I, p.E, p.top_k, lim, split_steps,
+          x32.stride(0), w13.stride(0), w13.stride(1), s13.stride(0), s13.stride(1), stride_b13, inter.stride(0),
+          *ws_strides)
     kw1 = dict(**_act_flags(p), **tiles, SPLIT=splits)
-    g2 = (inter32, w2_32, s2, b2, dst, ts["topk_weights"], ids, t, p.K, p.I, p.E, inter32.stride(0), w2.stride(0),
-          w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
+    g2 = (inter32, w2_32, s2, b2, dst, ts["topk_weights"], ids, route, p.K, p.I, p.E, inter32.stride(0),
+          w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
     kw2 = dict(HAS_BIAS=p.has_bias, **tiles)
     out = [(Launch(_moe_mma1, g1, kw1), (t, triton.cdiv(p.I, bn // 2), splits))]
     if splits > 1:
@@ -457,11 +462,11 @@ def _pdl_fits(config: Config, p: MoEProblem) -> str | None:
 
 _SGLANG_DECODE = [(64, 64, 4), (32, 64, 4), (64, 128, 4), (128, 64, 8)]
 _SGLANG_PREFILL = [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 3), (256, 64, 8, 2)]
-_BASE = dict(GROUP_M=1, SPLIT_K=1, DEQ="arith")
+_BASE = dict(GROUP_M=1, SPLIT_K=1, DEQ="arith", PDL=0)
 # SGLang SM120 hand-picked configs (KERNELS.md), mapped onto this space: their per-slot decode GEMV
 # (BN weight rows, BK, warps, 2 stages) -> PATH decode with the smallest M tile (16); their grouped
 # prefill GEMM (BLOCK_M 64) -> PATH prefill. Their BN is the weight rows per program, as ours.
-# GROUP_M 1, no split-K, in-register dequant ("arith"), as theirs.
+# GROUP_M 1, no split-K, in-register dequant ("arith"), no launch chaining, as theirs.
 SGLANG_SM120 = [
     dict(PATH="decode", BLOCK_M=16, BLOCK_N=bn, BLOCK_K=bk, num_warps=w, num_stages=2, **_BASE)
     for bn, bk, w in _SGLANG_DECODE

@@ -260,7 +260,7 @@ def test_mma_path_needs_a_gpu_and_its_tiles() -> None:
     problem = SparseDecodeProblem(B=1, S_q=1, H=16, topk=2048, layout="v32", page_size=64)
     mma = [c.config for c in KERNEL.space.candidates(problem) if c.config["PATH"] == "mma" and c.invalid_reason is None]
     assert {(c["BLOCK_T"], c["H_TILE"], c["num_warps"], c["num_stages"]) for c in mma} == {(16, 16, 4, 1), (32, 16, 4, 1)}
-    assert len(mma) == 14  # 2 tiles x 7 split counts
+    assert len(mma) == 26  # 2 tiles x 7 split counts, each with PDL 0 and (6 of the 7 split counts) PDL 1
 
 
 @pytest.mark.parametrize("splits,launched", [(1, 1), (2, 2), (3, 3), (6, 6), (12, 10), (16, 14), (24, 20), (32, 20),

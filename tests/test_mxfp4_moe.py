@@ -321,7 +321,10 @@ _MMA = dict(PATH="mma", BLOCK_M=8, BLOCK_N=64, BLOCK_K=128, GROUP_M=1, SPLIT_K=1
 def test_mma_path_launches_and_space() -> None:
     problem = MoEProblem(M=8, K=4096, I=256, E=256, top_k=6)
     assert SPACE.check(_MMA, problem) is None
-    assert [launch.fn.__name__ for launch in launches(problem, _MMA)] == ["_moe_mma1", "_moe_mma2", "_moe_reduce"]
+    runs = launches(problem, _MMA)
+    assert [launch.fn.__name__ for launch in runs] == ["_moe_mma1", "_moe_mma2", "_moe_reduce"]
+    # the first GEMM's routing (a count and the slots by rank per slot, T_PAD 64), read by the second
+    assert runs[0].args[7].shape == (48, 65) and runs[0].args[7] is runs[1].args[7]
     assert "multiples of 32" in SPACE.check(_MMA, MoEProblem(M=8, K=4096, I=720, E=128, top_k=4))
     assert "group_size 32" in SPACE.check(_MMA, MoEProblem(M=8, K=128, I=128, E=4, top_k=2, group_size=16))
     assert "not 128 or 256" in SPACE.check(dict(_MMA, BLOCK_K=64), problem)
@@ -342,7 +345,7 @@ def test_mma_path_splits_the_first_gemm() -> None:
     assert [launch.fn.__name__ for launch in runs] == ["_moe_mma1", "_moe_act", "_moe_mma2", "_moe_reduce"]
     assert runs[0].kwargs["SPLIT"] == 4 and runs[1].kwargs["SPLIT"] == 4
     assert runs[0].args[5].shape == (4, 48, 512) and runs[0].args[5] is runs[1].args[0]  # fp32 slabs
-    assert runs[0].args[13] == 4  # split_steps
+    assert runs[0].args[14] == 4  # split_steps
     assert mxfp4_moe._down_splits(split, problem) == 1
     assert mxfp4_moe.mma_split_steps(split, problem) == (4, 4)  # 16 steps of 256
     # 2880 = 22.5 steps of 128: 4 splits of 6 steps, the last 4.5; 1536 = 6 steps: 4 asked, 3 of 2 launched

@@ -6,9 +6,6 @@
 #   moe-split    the mma path's first-GEMM K split (SPLIT_K 1 / 2 / 4) at the best tiles (moe_mma_variants.py)
 #   mla-unroll3  FlashMLA's three-tile register pipeline (mla_unroll3.patch) against the landed kernel
 #   mla-combine  FlashMLA's two-pass combine against the online merge it replaced (mla_combine_ab.py)
-#   moe-route    the MoE mma path's GEMM2 reading GEMM1's routing (moe_route.patch): timed before, then
-#                patched (this copy of the tree, reinstalled into $AOTUNE_SITE, default /tmp/site), the mma
-#                GPU tests, timed after; then unpatched and reinstalled
 #   moe-table    the issue's MoE table (bench_mxfp4_moe.py): M = 1 over the gemv and mma paths, M = 8-4096 over
 #                mma and prefill (the paths that won there on the H200), SGLang's set always (about 400 s)
 #   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; about 230 s)
@@ -36,16 +33,6 @@ for step in "$@"; do
                    && (cd tests/bench && timeout 400 python3 mla_variants.py main=main unroll3=/tmp/unroll3.py) 2>&1 \
                    | tee "$out/mla_unroll3.txt" ;;
     mla-combine) (cd tests/bench && timeout 300 python3 mla_combine_ab.py) 2>&1 | tee "$out/mla_combine.txt" ;;
-    moe-route) timeout 150 python3 tests/bench/moe_mma_variants.py best 2>&1 | tee "$out/moe_route_before.txt"
-               patch -p1 < tests/bench/moe_route.patch \
-                 && python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-index \
-                      --target "${AOTUNE_SITE:-/tmp/site}" . >/dev/null 2>&1 \
-                 && AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider \
-                      tests/test_mxfp4_moe.py -k mma 2>&1 | tail -8 | tee "$out/moe_route_tests.txt" \
-                 && timeout 150 python3 tests/bench/moe_mma_variants.py best 2>&1 | tee "$out/moe_route_after.txt"
-               patch -R -p1 < tests/bench/moe_route.patch \
-                 && python3 -m pip install -q --upgrade --no-deps --no-build-isolation --no-index \
-                      --target "${AOTUNE_SITE:-/tmp/site}" . >/dev/null 2>&1 ;;
     moe-table) timeout 140 python3 tests/bench/bench_mxfp4_moe.py --tokens 1 --paths gemv,mma --reps 10 \
                  --budget-s 100 --json "$out/moe_m1.json" 2>&1 | grep -v '^{' | tee "$out/moe_table_m1.txt"
                timeout 300 python3 tests/bench/bench_mxfp4_moe.py --tokens 8,32,128,1024,4096 --paths mma,prefill \
@@ -58,7 +45,7 @@ for step in "$@"; do
     pdl-ab) (cd tests/bench && timeout 400 python3 pdl_ab.py) 2>&1 | tee "$out/pdl_ab.txt" ;;
     pdl-tuned) (cd tests/bench && timeout 300 python3 pdl_ab.py floor tuned) 2>&1 | tee "$out/pdl_tuned.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
-    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-route, moe-table, moe-decode, mla-table, moe-floor, pdl-tests, pdl-ab, pdl-tuned)" ;;
+    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-table, moe-decode, mla-table, moe-floor, pdl-tests, pdl-ab, pdl-tuned)" ;;
   esac
   cd "$root"
 done

@@ -9,7 +9,8 @@ BLOCK_K 256, which the space restricts to BLOCK_K 128.
 ``python3 tests/bench/moe_mma_variants.py split``: the first GEMM's K split (SPLIT_K 2 and 4) at the best
 tiles, and at V4-Flash TP 8 M = 1 and 8 too (where few experts fill the GPU).
 ``python3 tests/bench/moe_mma_variants.py best``: the split problems at three configs each (the best tile,
-its ring form, its 4-way split), for timing a kernel change before and after (``moe_route.patch``).
+its ring form, its 4-way split), for timing a kernel change before and after (as for the landed
+``_store_route``: BENCHMARKS.md, MoE, eighteenth session).
 
 For DeepSeek-V4-Flash TP 1 and gpt-oss-120b TP 1 at M = 8 and 32 and V4-Flash TP 8 at M = 32 it prints,
 per config, the registers and spill bytes of both GEMMs (compiled for sm_90 in 16 processes), the time
