@@ -25,28 +25,21 @@ DeepSeek-V4-Flash TP 8 M = 1 and up to 10% of a FlashMLA split-KV call at B = 1 
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton.language as tl
 from triton import jit
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+from aotune.kernels.device import device_class, has_pdl
+
 # Half of the 50 MB L2 of the H100 and H200 (a GPU with more L2 just prefetches less often than it could).
 PREFETCH_MAX_BYTES = 25 << 20
 
 
 def supported(device: torch.device) -> bool:
-    """Whether ``device`` runs PDL launches: a CUDA GPU of compute capability 9.0 or later."""
-    if device.type != "cuda" or getattr(torch.version, "hip", None):
-        return False
-    return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (9, 0)
-
-
-@functools.cache
-def _capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
+    """Whether ``device`` runs PDL launches: an NVIDIA GPU of compute capability 9.0 or later (``has_pdl``)."""
+    return has_pdl(device_class(device))
 
 
 _WAIT = tl.constexpr("griddepcontrol.wait; // $0")

@@ -11,7 +11,7 @@ import inspect
 import pytest
 import torch
 
-from aotune.cache_db.identity import DeviceClass
+from aotune.cache_db.identity import INTERPRETER, DeviceClass
 from aotune.kernels import _pdl, flash_mla, get_kernel, mxfp4_moe, rel_error
 from aotune.kernels._mla_space import SparseDecodeProblem
 from aotune.kernels.mxfp4_moe import MoEProblem, fused_moe, fused_moe_ref, make_inputs
@@ -36,7 +36,12 @@ def _mla_config(path: str, splits: int) -> dict:
     ((9, 0), "cuda", True), ((12, 0), "cuda", True), ((8, 9), "cuda", False), ((9, 0), "cpu", False)])
 def test_supported_on_sm90_and_later(capability: tuple, device: str, expected: bool,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_pdl, "_capability", lambda index: capability)
+    def probe(dev: torch.device) -> DeviceClass:
+        if dev.type != "cuda":
+            return INTERPRETER
+        return DeviceClass("nvidia", f"sm_{capability[0]}{capability[1]}", "gpu", 232448, 132)
+
+    monkeypatch.setattr(_pdl, "device_class", probe)
     assert _pdl.supported(torch.device(device, 0) if device == "cuda" else torch.device(device)) is expected
 
 
