@@ -15,6 +15,7 @@
 #   pdl-tests    the GPU tests of programmatic dependent launch alone (tests/test_pdl.py, config PDL)
 #   pdl-ab       PDL 0 / 1: launch-chain floor, MoE decode shapes, FlashMLA splits (pdl_ab.py, about 70 s)
 #   pdl-tuned    PDL 0 / 1 at the H100 tables' tuned config of each decode row (pdl_ab.py tuned)
+#   moe-times    each launch's device time in the MoE decode rows at their tuned configs (moe_kernel_times.py)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"
@@ -44,6 +45,7 @@ for step in "$@"; do
                  2>&1 | tail -15 | tee "$out/pdl_tests.txt" ;;
     pdl-ab) (cd tests/bench && timeout 400 python3 pdl_ab.py) 2>&1 | tee "$out/pdl_ab.txt" ;;
     pdl-tuned) (cd tests/bench && timeout 300 python3 pdl_ab.py floor tuned) 2>&1 | tee "$out/pdl_tuned.txt" ;;
+    moe-times) timeout 200 python3 tests/bench/moe_kernel_times.py 2>&1 | tee "$out/moe_times.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
     *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-table, moe-decode, mla-table, moe-floor, pdl-tests, pdl-ab, pdl-tuned)" ;;
   esac

@@ -1,0 +1,81 @@
+"""Where a MoE decode call's time goes, launch by launch (a plain script; BENCHMARKS.md, MoE, nineteenth session).
+
+``python3 tests/bench/moe_kernel_times.py``: for each decode row of the issue's table at its tuned config (the
+H100 table of the eighteenth session, PDL 0 so that launches do not overlap), the call runs eagerly over the
+rotated weight sets of ``bench_mxfp4_moe`` (weights out of L2) under ``torch.profiler``; it prints each
+kernel's mean device time, the weight bytes it reads (first GEMM: w13 of the routed experts; second: w2) and
+those bytes over its time as a fraction of the measured copy bandwidth, and the whole call in a CUDA graph.
+"""
+from __future__ import annotations
+
+import collections
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_mxfp4_moe as bench  # noqa: E402
+from aotune.kernels.mxfp4_moe import MoEProblem, fused_moe  # noqa: E402
+
+_MMA = dict(PATH="mma", BLOCK_M=8, BLOCK_K=256, GROUP_M=1, DEQ="group_asm", num_stages=1)
+_GEMV = dict(PATH="gemv", BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, GROUP_M=1, SPLIT_K=1, DEQ="group_asm", num_warps=1,
+             num_stages=3)
+ROWS = [("dsv4-flash-tp1", 1, _GEMV), ("gpt-oss-120b-tp1", 1, _GEMV),
+        ("dsv4-flash-tp8", 1, dict(_GEMV, BLOCK_K=512, num_warps=2, num_stages=2, SPLIT_K=4)),
+        ("dsv4-flash-tp8", 8, dict(_MMA, BLOCK_N=32, num_warps=1, SPLIT_K=2)),
+        ("dsv4-flash-tp8", 32, dict(_MMA, BLOCK_N=128, num_warps=4, SPLIT_K=2)),
+        ("gpt-oss-120b-tp1", 8, dict(_MMA, BLOCK_N=32, num_warps=1, SPLIT_K=1)),
+        ("gpt-oss-120b-tp1", 32, dict(_MMA, BLOCK_N=64, num_warps=2, SPLIT_K=1)),
+        ("dsv4-flash-tp1", 8, dict(_MMA, BLOCK_N=32, num_warps=1, SPLIT_K=1))]
+
+
+def gemm_bytes(p: MoEProblem, experts: float) -> tuple[float, float]:
+    """Weight, scale and bias bytes of the first and the second GEMM over ``experts`` distinct experts."""
+    w13 = 2 * p.I * (p.K // 2 + p.K // p.group_size) + (8 * p.I if p.has_bias else 0)
+    w2 = p.K * (p.I // 2 + p.I // p.group_size) + (4 * p.K if p.has_bias else 0)
+    return experts * w13, experts * w2
+
+
+def kernel_times(sets: list[dict], config: dict, rounds: int = 5) -> dict[str, float]:
+    """Mean device microseconds per call of each kernel name (eager calls, one per set per round)."""
+    for s in sets:
+        fused_moe(**s, config=config)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(rounds):
+            for s in sets:
+                fused_moe(**s, config=config)
+        torch.cuda.synchronize()
+    total: dict[str, float] = collections.defaultdict(float)
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            total[event.name[:60]] += event.device_time
+    return {name: us / (rounds * len(sets)) for name, us in total.items()}
+
+
+def main() -> None:
+    copy_bw = bench.copy_bandwidth()
+    print(f"# {torch.cuda.get_device_name()}; copy {copy_bw / 1e12:.2f} TB/s", flush=True)
+    for model, m, config in ROWS:
+        p = MoEProblem(M=m, **bench.MODELS[model])
+        sets = bench._sets(p, bench.rotated_sets(p), seed=m)
+        experts = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets)
+        b1, b2 = gemm_bytes(p, experts)
+        graph_us = bench.time_config(sets, config, 10)
+        frac = (b1 + b2) / (graph_us * 1e-6) / copy_bw
+        print(f"\n## {model} M={m} {config}\ncall in a CUDA graph {graph_us:.1f} us ({frac:.2f} of copy BW); "
+              f"{experts:.1f} experts, GEMM1 {b1 / 1e6:.1f} MB, GEMM2 {b2 / 1e6:.1f} MB")
+        for name, us in sorted(kernel_times(sets, config).items(), key=lambda kv: -kv[1]):
+            mb = b1 if re.search(r"_(gemv|mma|gemm)1", name) else b2 if re.search(r"_(gemv|mma|gemm)2", name) else 0.0
+            share = f"{mb / 1e6:.1f} MB, {mb / (us * 1e-6) / copy_bw:.2f} of copy BW" if mb else ""
+            print(f"  {us:8.1f} us  {name}  {share}")
+        del sets
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
