@@ -463,14 +463,77 @@ def _moe_mma1(x_ptr, w_ptr, s_ptr, b_ptr, h_ptr, ws_ptr, ids_ptr, route_ptr, T, 
 
 
 @gluon.jit
+def _down_store(acc, b_ptr, tw_ptr, out_ptr, e64, cols, s_out, ok_out, stride_be, stride_om, HAS_BIAS: gl.constexpr):
+    """The second GEMM's epilogue: ``(acc + b2[cols]) * topk_weight`` of the slots ``s_out`` into their fp32
+    rows of ``out`` (columns ``cols``, all inside N; slots that do not exist masked)."""
+    if HAS_BIAS:
+        acc += gl.load(b_ptr + e64 * stride_be + cols)[:, None]
+    acc = acc * gl.load(tw_ptr + s_out)[None, :]
+    gl.store(out_ptr + s_out[None, :] * stride_om + cols[:, None], acc, mask=ok_out[None, :])
+
+
+@gluon.jit
+def _down_tiles(w_ptr, s_ptr, b_ptr, tw_ptr, out_ptr, e64, first, tiles, x_ptr, slots, s_out, ok_out, stride_wn,
+                stride_sn, stride_am, stride_be, stride_om, n_groups, c126, negz, HAS_BIAS: gl.constexpr,
+                U: gl.constexpr, ROWS: gl.constexpr, FAST: gl.constexpr):
+    """The second GEMM over ``tiles`` row tiles of ROWS weight rows, from tile ``first`` (every tile inside N, K
+    a whole number of steps): one software pipeline over the (tile, step) pairs, so the next pair's weights,
+    scales and activations load while one computes, across tiles too (at DeepSeek-V4-Flash TP 8, I = 256, a
+    tile is one step: with one tile per program nothing would overlap its loads). Each tile's sums are
+    stored when its last step is done (``_down_store``). Returns the largest scale byte read (see
+    ``_dot_rows_checked``: with FAST, the caller redoes the whole program on the exact decode above
+    FAST_MAX_SCALE, storing the same slots and columns again)."""
+    mma: gl.constexpr = _mma_layout(gl.num_warps())
+    a_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    b_op: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
+    s_layout: gl.constexpr = _scale_layout(gl.num_warps(), ROWS, U)
+    r = gl.arange(0, ROWS, layout=gl.SliceLayout(1, mma))
+    w_ptrs, s_ptrs, x_ptrs, wc, sc, xc = _step_ptrs(w_ptr, s_ptr, first * ROWS + r, x_ptr, slots, stride_wn,
+                                                    stride_sn, stride_am, U, ROWS)
+    tile_w = ROWS * (stride_wn // 4)  # words between two row tiles
+    tile_s = ROWS * stride_sn
+    n_steps = n_groups // (4 * U)
+    total = tiles * n_steps
+    acc = gl.zeros((ROWS, TOKENS), gl.float32, layout=mma)
+    top = gl.zeros((ROWS, 4 * U), gl.int32, layout=s_layout)
+    raw_w = gl.load(w_ptrs)
+    raw_s, raw_x = _scales_acts(s_ptrs, x_ptrs, 0, None, None, False)
+    tile = 0
+    step = 0
+    for i in range(0, total):
+        # the next pair: the next step of this tile, or the first step of the next tile (the last reloads itself)
+        last = step == n_steps - 1
+        nxt_tile = gl.where(last & (i + 1 < total), tile + 1, tile)
+        nxt_step = gl.where(last, gl.where(i + 1 < total, 0, step), step + 1)
+        nxt_w = gl.load(w_ptrs + nxt_tile * tile_w + nxt_step * U * 16)
+        nxt_s = gl.load(s_ptrs + nxt_tile * tile_s + nxt_step * U * 4).to(gl.int32)
+        nxt_x = gl.load(x_ptrs + nxt_step * U * 64)
+        top = gl.maximum(top, raw_s)
+        acc = mma_v2(_weights_a(raw_w, _scale_factor(raw_s, FAST), c126, negz, ROWS, U, s_layout, a_op, FAST),
+                     _acts_b(raw_x, U, b_op), acc)
+        if last:
+            if FAST:
+                acc = acc * (1 << FAST_SHIFT)
+            _down_store(acc, b_ptr, tw_ptr, out_ptr, e64, (first + tile) * ROWS + r, s_out, ok_out, stride_be,
+                        stride_om, HAS_BIAS)
+            acc = gl.zeros((ROWS, TOKENS), gl.float32, layout=mma)
+        tile = nxt_tile
+        step = nxt_step
+        raw_w, raw_s, raw_x = nxt_w, nxt_s, nxt_x
+    return gl.max(gl.max(top, axis=1), axis=0)
+
+
+@gluon.jit
 def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, route_ptr, N, KI, E,
               stride_am, stride_we, stride_wn, stride_se, stride_sn, stride_be, stride_om,
               HAS_BIAS: gl.constexpr, T_PAD: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-              STAGES: gl.constexpr, PDL: gl.constexpr = False, PREFETCH: gl.constexpr = False):
-    """out[slot] = (a[slot] @ deq(w2[e]).T + b2) * topk_weight for BLOCK_N output columns, 8 slots a pass;
-    the routing is the first GEMM's (``_store_route``). PDL: a later launch of a chain (``_pdl``); with
-    PREFETCH its weight tile goes to L2 before the wait (from every slot of a valid expert: which slot owns
-    the expert is the first GEMM's output, read after the wait)."""
+              STAGES: gl.constexpr, TILES: gl.constexpr = 1, PDL: gl.constexpr = False,
+              PREFETCH: gl.constexpr = False):
+    """out[slot] = (a[slot] @ deq(w2[e]).T + b2) * topk_weight for TILES x BLOCK_N output columns, 8 slots a
+    pass; the routing is the first GEMM's (``_store_route``). TILES > 1 (config DOWN_TILES; N a multiple of
+    BLOCK_N, KI of BLOCK_K, no ring): the program's row tiles in one pipeline (``_down_tiles``). PDL: a later
+    launch of a chain (``_pdl``); with PREFETCH its weight rows go to L2 before the wait (from every slot of a
+    valid expert: which slot owns the expert is the first GEMM's output, read after the wait)."""
     mma: gl.constexpr = _mma_layout(gl.num_warps())
     x_rows: gl.constexpr = gl.SliceLayout(1, _act_layout(gl.num_warps(), BLOCK_K // 128))
     pid_m = gl.program_id(0)
@@ -479,8 +542,8 @@ def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, route_ptr, N
         gl_gdc_launch_dependents()
         if PREFETCH:
             if (e >= 0) & (e < E):
-                row0 = gl.program_id(1) * BLOCK_N
-                rows = gl.minimum(N, row0 + BLOCK_N) - row0
+                row0 = gl.program_id(1) * (TILES * BLOCK_N)
+                rows = gl.minimum(N, row0 + TILES * BLOCK_N) - row0
                 e_pf = e.to(gl.int64)
                 gl_prefetch_l2(w_ptr + e_pf * (stride_we // 4) + row0 * (stride_wn // 4), rows.to(gl.int64) * stride_wn)
                 gl_prefetch_l2(s_ptr + e_pf * stride_se + row0 * stride_sn, rows.to(gl.int64) * stride_sn)
@@ -489,16 +552,28 @@ def _moe_mma2(a_ptr, w_ptr, s_ptr, b_ptr, out_ptr, tw_ptr, ids_ptr, route_ptr, N
     if (count > 0) & (e >= 0):  # (e >= 0 follows from count > 0; reading e here overlaps its load with count's)
         e64 = e.to(gl.int64)
         c126, negz = _tables(KI)
-        cols = gl.program_id(1) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma))
-        safe = gl.where(cols < N, cols, 0)
+        w_e = w_ptr + e64 * (stride_we // 4)
+        s_e = s_ptr + e64 * stride_se
         for c in range(0, count, TOKENS):
             slots, _ = _route_slots(route_ptr, pid_m, count, c, T_PAD, x_rows)  # the activation rows
             s_out, ok_out = _route_slots(route_ptr, pid_m, count, c, T_PAD, gl.SliceLayout(0, mma))  # the output's
-            acc = _dot_rows_checked(w_ptr + e64 * (stride_we // 4), s_ptr + e64 * stride_se, safe, a_ptr,
-                                    slots, stride_wn, stride_sn, stride_am, KI // 32, c126, negz, BLOCK_K // 128,
-                                    BLOCK_N, STAGES)
-            if HAS_BIAS:
-                acc += gl.load(b_ptr + e64 * stride_be + safe)[:, None]
-            acc = acc * gl.load(tw_ptr + s_out)[None, :]
-            gl.store(out_ptr + s_out[None, :] * stride_om + cols[:, None], acc,
-                     mask=(cols < N)[:, None] & ok_out[None, :])
+            if TILES > 1:
+                first = gl.program_id(1) * TILES
+                tiles = gl.minimum(TILES, N // BLOCK_N - first)
+                top = _down_tiles(w_e, s_e, b_ptr, tw_ptr, out_ptr, e64, first, tiles, a_ptr, slots, s_out, ok_out,
+                                  stride_wn, stride_sn, stride_am, stride_be, stride_om, KI // 32, c126, negz,
+                                  HAS_BIAS, BLOCK_K // 128, BLOCK_N, True)
+                if top > FAST_MAX_SCALE:
+                    _down_tiles(w_e, s_e, b_ptr, tw_ptr, out_ptr, e64, first, tiles, a_ptr, slots, s_out, ok_out,
+                                stride_wn, stride_sn, stride_am, stride_be, stride_om, KI // 32, c126, negz,
+                                HAS_BIAS, BLOCK_K // 128, BLOCK_N, False)
+            else:
+                cols = gl.program_id(1) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma))
+                safe = gl.where(cols < N, cols, 0)
+                acc = _dot_rows_checked(w_e, s_e, safe, a_ptr, slots, stride_wn, stride_sn, stride_am, KI // 32, c126,
+                                        negz, BLOCK_K // 128, BLOCK_N, STAGES)
+                if HAS_BIAS:
+                    acc += gl.load(b_ptr + e64 * stride_be + safe)[:, None]
+                acc = acc * gl.load(tw_ptr + s_out)[None, :]
+                gl.store(out_ptr + s_out[None, :] * stride_om + cols[:, None], acc,
+                         mask=(cols < N)[:, None] & ok_out[None, :])

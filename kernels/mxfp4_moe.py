@@ -253,11 +253,12 @@ def _mma_launches(ts: Tensors, p: MoEProblem, limit: float | None, cfg: Config) 
     kw1 = dict(**_act_flags(p), **tiles, SPLIT=splits)
     g2 = (inter32, w2_32, s2, b2, dst, ts["topk_weights"], ids, route, p.K, p.I, p.E, inter32.stride(0),
           w2.stride(0), w2.stride(1), s2.stride(0), s2.stride(1), stride_b2, dst.stride(0))
-    kw2 = dict(HAS_BIAS=p.has_bias, **tiles)
+    down_tiles = cfg.get("DOWN_TILES", 1)
+    kw2 = dict(HAS_BIAS=p.has_bias, **tiles, **(dict(TILES=down_tiles) if down_tiles > 1 else {}))
     out = [(Launch(_moe_mma1, g1, kw1), (t, triton.cdiv(p.I, bn // 2), splits))]
     if splits > 1:
         out.append(_act_launch(ts, p, lim, splits))
-    return out + [(Launch(_moe_mma2, g2, kw2), (t, triton.cdiv(p.K, bn)))]
+    return out + [(Launch(_moe_mma2, g2, kw2), (t, triton.cdiv(triton.cdiv(p.K, bn), down_tiles)))]
 
 
 def fused_moe(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
@@ -460,9 +461,30 @@ def _pdl_fits(config: Config, p: MoEProblem) -> str | None:
     return None
 
 
+def _down_tiles_fit(config: Config, p: MoEProblem) -> str | None:
+    """DOWN_TILES (row tiles per program of the mma path's second GEMM, one pipeline over them: ``_moe_mma2``)
+    needs whole tiles and steps (K a multiple of BLOCK_N, I of BLOCK_K) and the register double buffer; a
+    config without the key has 1."""
+    tiles = config.get("DOWN_TILES", 1)
+    if tiles not in (1, 2, 4, 8):
+        return f"DOWN_TILES is 1, 2, 4 or 8, not {tiles!r}"
+    if tiles == 1:
+        return None
+    if config["PATH"] != "mma":
+        return f"DOWN_TILES {tiles}: only the mma path loops over row tiles"
+    if config["num_stages"] > 1:
+        return f"DOWN_TILES {tiles} needs num_stages 1 (the register double buffer, not the ring)"
+    if p.K % config["BLOCK_N"] or p.I % config["BLOCK_K"]:
+        return (f"DOWN_TILES {tiles} needs K={p.K} a multiple of BLOCK_N {config['BLOCK_N']} and I={p.I} of "
+                f"BLOCK_K {config['BLOCK_K']} (whole tiles and steps)")
+    if tiles * config["BLOCK_N"] > p.K:
+        return f"DOWN_TILES {tiles} x BLOCK_N {config['BLOCK_N']} exceeds K={p.K}"
+    return None
+
+
 _SGLANG_DECODE = [(64, 64, 4), (32, 64, 4), (64, 128, 4), (128, 64, 8)]
 _SGLANG_PREFILL = [(64, 64, 4, 2), (128, 64, 8, 2), (64, 128, 4, 3), (256, 64, 8, 2)]
-_BASE = dict(GROUP_M=1, SPLIT_K=1, DEQ="arith", PDL=0)
+_BASE = dict(GROUP_M=1, SPLIT_K=1, DEQ="arith", PDL=0, DOWN_TILES=1)
 # SGLang SM120 hand-picked configs (KERNELS.md), mapped onto this space: their per-slot decode GEMV
 # (BN weight rows, BK, warps, 2 stages) -> PATH decode with the smallest M tile (16); their grouped
 # prefill GEMM (BLOCK_M 64) -> PATH prefill. Their BN is the weight rows per program, as ours.
@@ -480,12 +502,12 @@ _TENSOR_CORE_TILES = dict(BLOCK_M=Choice(16, 32, 64, 128), BLOCK_N=Choice(32, 64
 # What each PATH can use (the constraints below say the same, and why): the space enumerates one product
 # per path (36,672 configs), not one product of every value.
 _BRANCHES = ("PATH", {
-    "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm")),
-    "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1), PDL=Choice(0)),
-    "prefill": dict(_TENSOR_CORE_TILES, PDL=Choice(0)),
+    "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm"), DOWN_TILES=Choice(1)),
+    "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1), PDL=Choice(0), DOWN_TILES=Choice(1)),
+    "prefill": dict(_TENSOR_CORE_TILES, PDL=Choice(0), DOWN_TILES=Choice(1)),
     "mma": dict(BLOCK_M=Choice(8), BLOCK_N=Choice(32, 64, 128, 256), BLOCK_K=Choice(128, 256), GROUP_M=Choice(1),
                 SPLIT_K=Choice(1, 2, 4), DEQ=Choice("group_asm"), num_warps=Choice(1, 2, 4),
-                num_stages=Choice(1, 2, 3, 4)),
+                num_stages=Choice(1, 2, 3, 4), DOWN_TILES=Choice(1, 2, 4, 8)),
 })
 
 SPACE = ConfigSpace(
@@ -494,12 +516,13 @@ SPACE = ConfigSpace(
         "BLOCK_N": Choice(8, 16, 32, 64, 128, 256), "BLOCK_K": Choice(64, 128, 256, 512, 1024), "GROUP_M": Choice(1, 8),
         "SPLIT_K": Choice(1, 2, 4, 8), "DEQ": Choice("arith", "group", "group_asm", "dot_scaled"),
         "num_warps": Choice(1, 2, 4, 8), "num_stages": Choice(1, 2, 3, 4), "PDL": Choice(0, 1),
+        "DOWN_TILES": Choice(1, 2, 4, 8),
     },
     # Valid for every problem and runs under the interpreter; the best swept config of the H100 bench at
     # DeepSeek-V4-Flash TP 1, M = 32 (BENCHMARKS.md); not measured as a default elsewhere.
     default=dict(PATH="prefill", BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, SPLIT_K=1, DEQ="arith",
-                 num_warps=4, num_stages=4, PDL=0),
-    constraints=(_block_k_fits, _mma_fits, _tiles_fit, _path_fits, _pdl_fits),
+                 num_warps=4, num_stages=4, PDL=0, DOWN_TILES=1),
+    constraints=(_block_k_fits, _mma_fits, _tiles_fit, _path_fits, _pdl_fits, _down_tiles_fit),
     baselines={"sglang_sm120": SGLANG_SM120},
     branches=_BRANCHES,
 )
@@ -610,6 +633,11 @@ def cost(problem: MoEProblem) -> Cost:
 
 def launches(problem: MoEProblem, config: Config) -> list[Launch]:
     """The exact launches ``fused_moe`` does for ``problem`` and ``config``, on meta tensors."""
+    return [launch for launch, _ in meta_plan(problem, config)]
+
+
+def meta_plan(problem: MoEProblem, config: Config) -> list[tuple[Launch, tuple]]:
+    """``launches`` with each launch's grid."""
     p, meta, g = problem, torch.device("meta"), problem.group_size
     u8 = dict(dtype=torch.uint8, device=meta)
     f32 = dict(dtype=torch.float32, device=meta)
@@ -623,7 +651,7 @@ def launches(problem: MoEProblem, config: Config) -> list[Launch]:
     if p.has_bias:
         ts.update(w13_bias=torch.empty(p.E, 2 * p.I, **f32), w2_bias=torch.empty(p.E, p.K, **f32))
     ts.update(_workspace(p, config, meta, ts["topk_ids"]))
-    return [launch for launch, _ in _plan(ts, p, 7.0, 1.0, config)]
+    return _plan(ts, p, 7.0, 1.0, config)
 
 
 def _run(inputs: Inputs, config: Config) -> Any:

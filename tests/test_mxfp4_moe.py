@@ -358,6 +358,39 @@ def test_mma_path_splits_the_first_gemm() -> None:
     assert [launch.fn.__name__ for launch in launches(problem, dict(split, SPLIT_K=1))][1] == "_moe_mma2"
 
 
+def test_mma_down_tiles_space_and_grid() -> None:
+    """DOWN_TILES: the second GEMM's programs each loop over that many row tiles (fewer programs, one
+    pipeline), only on the mma path with the register double buffer and whole tiles and steps; 1 (or no key,
+    as in older bundles) launches exactly what it did before."""
+    problem = MoEProblem(M=32, K=4096, I=256, E=256, top_k=6)
+    base = dict(_MMA, BLOCK_N=128, BLOCK_K=256, num_warps=4)
+    tiled = dict(base, DOWN_TILES=4)
+    assert SPACE.check(tiled, problem) is None
+    gemm2 = launches(problem, tiled)[1]
+    assert gemm2.fn.__name__ == "_moe_mma2" and gemm2.kwargs["TILES"] == 4
+    assert "TILES" not in launches(problem, base)[1].kwargs
+    assert launches(problem, base)[1].kwargs == launches(problem, dict(base, DOWN_TILES=1))[1].kwargs
+    assert "num_stages 1" in SPACE.check(dict(tiled, BLOCK_K=128, num_stages=2), problem)
+    assert "only the mma path" in SPACE.check(dict(CFG, DOWN_TILES=2), problem)
+    assert "1, 2, 4 or 8" in SPACE.check(dict(tiled, DOWN_TILES=3), problem)
+    gpt_oss = MoEProblem(M=8, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved")
+    assert "whole tiles and steps" in SPACE.check(dict(tiled, BLOCK_N=64, num_warps=2), gpt_oss)  # I % 256
+    assert "exceeds K=512" in SPACE.check(dict(tiled, DOWN_TILES=8), MoEProblem(M=8, K=512, I=256, E=8, top_k=2))
+    tiled_configs = [c for c in SPACE.configs() if c.get("DOWN_TILES", 1) > 1]
+    assert tiled_configs and {c["PATH"] for c in tiled_configs} == {"mma"}
+
+
+def test_mma_down_tiles_grid_covers_every_tile() -> None:
+    """The second GEMM's grid: ceil(ceil(K / BLOCK_N) / DOWN_TILES) programs per slot (the last one takes
+    the tiles left: 12 tiles of 128 in programs of 8 are 8 + 4)."""
+    for k, bn, tiles, programs in ((4096, 128, 4, 8), (1536, 128, 8, 2), (4096, 32, 8, 16), (512, 64, 2, 4)):
+        problem = MoEProblem(M=5, K=k, I=256, E=16, top_k=2)
+        config = dict(_MMA, BLOCK_N=bn, BLOCK_K=256, num_warps=bn // 64 or 1, DOWN_TILES=tiles)
+        assert SPACE.check(config, problem) is None, (k, bn, tiles)
+        launch, grid = mxfp4_moe.meta_plan(problem, config)[1]
+        assert launch.fn.__name__ == "_moe_mma2" and grid == (10, programs), (k, bn, tiles)
+
+
 def test_mma_path_refuses_the_cpu() -> None:
     inputs = _inputs(MoEProblem(M=3, K=64, I=32, E=4, top_k=2))
     with pytest.raises(ValueError, match="PATH 'mma'"):
@@ -378,6 +411,8 @@ def test_mma_path_compiles_with_register_fragments(target: str) -> None:
                             dict(_MMA, BLOCK_N=32, num_warps=1, num_stages=3)),
                            (dict(M=8, K=4096, I=256, E=256, top_k=6),  # the first GEMM's K split
                             dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1, SPLIT_K=4)),
+                           (dict(M=32, K=4096, I=256, E=256, top_k=6, has_bias=True),  # second GEMM's tile loop
+                            dict(_MMA, BLOCK_N=128, BLOCK_K=256, num_warps=4, DOWN_TILES=4)),
                            (dict(M=32, K=4096, I=2048, E=256, top_k=6), mxfp4_moe._MMA_DEFAULT)):  # runtime default
         result = compile_candidate("mxfp4_moe", fields, config, target)
         assert result.status == "ok", result.reason
@@ -522,9 +557,52 @@ def test_gpu_mma_fast_decode_falls_back_on_large_scales(fields: dict, stages: in
             assert rel_error(out[rows], ref[rows]) <= 1e-2, name
 
 
+DOWN_TILES_CASES = [  # (problem fields, config, DOWN_TILES)
+    # V4-Flash TP 8 at its tuned tiles (one step per tile; the first GEMM split), M = 8 and 32
+    (dict(M=8, K=4096, I=256, E=256, top_k=6), dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1, SPLIT_K=2), 4),
+    (dict(M=32, K=4096, I=256, E=256, top_k=6), dict(_MMA, BLOCK_N=128, BLOCK_K=256, num_warps=4, SPLIT_K=2), 8),
+    # 12 tiles in programs of 8 (the last takes 4), 4 steps per tile, biases
+    (dict(M=7, K=1536, I=512, E=16, top_k=4, has_bias=True), dict(_MMA, BLOCK_N=64, BLOCK_K=128, num_warps=2), 8),
+    # more than 8 tokens on an expert (two passes over the tiles), up_gate rows
+    (dict(M=40, K=512, I=256, E=8, top_k=2, layout="up_gate"), dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1), 2),
+]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [dict(CFG, BLOCK_N=64, BLOCK_K=128), _MMA, dict(_MMA, SPLIT_K=2)],
-                         ids=["decode", "mma", "mma-split"])
+@pytest.mark.parametrize("pdl", [0, 1])
+@pytest.mark.parametrize("fields,config,tiles", DOWN_TILES_CASES, ids=["tp8-m8", "tp8-m32", "uneven", "passes"])
+def test_gpu_mma_down_tiles_equal_one_tile(fields: dict, config: dict, tiles: int, pdl: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second GEMM's tile loop sums each tile in the same order as one tile per program: the same bits,
+    with the per-slot rows and the intermediate starting as NaN (a column never written would show), eagerly
+    and with PDL (the second GEMM's L2 prefetch covers the program's rows); and a program that reads a scale
+    byte above the fast decode's range redoes all its tiles on the exact decode."""
+    def poisoned(*args: object) -> dict:
+        ws = workspace(*args)
+        for name in ("split_ws", "inter", "dst"):
+            if ws[name].is_floating_point():
+                ws[name].fill_(float("nan"))
+        return ws
+
+    workspace = mxfp4_moe._workspace
+    monkeypatch.setattr(mxfp4_moe, "_workspace", poisoned)
+    problem = MoEProblem(**fields)
+    inputs = _inputs(problem, seed=fields["M"], device="cuda")
+    plain = dict(config, PDL=pdl)
+    tiled = dict(plain, DOWN_TILES=tiles)
+    assert SPACE.check(tiled, problem) is None
+    out = fused_moe(**inputs, config=tiled)
+    assert torch.equal(out, fused_moe(**inputs, config=plain))
+    assert rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
+    _shift_scales(inputs["w2_scale"][:, config["BLOCK_N"]:2 * config["BLOCK_N"]], 30)  # one tile of every expert
+    out = fused_moe(**inputs, config=tiled)
+    assert rel_error(out, fused_moe(**inputs, config=plain)) <= 1e-6
+    assert rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("config", [dict(CFG, BLOCK_N=64, BLOCK_K=128), _MMA, dict(_MMA, SPLIT_K=2),
+                                    dict(_MMA, DOWN_TILES=4)], ids=["decode", "mma", "mma-split", "mma-down-tiles"])
 def test_gpu_cuda_graph_replay_follows_new_routing(config: dict) -> None:
     problem = MoEProblem(M=8, K=4096, I=256, E=256, top_k=6)
     inputs = _inputs(problem, device="cuda")

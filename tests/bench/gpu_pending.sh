@@ -16,6 +16,8 @@
 #   pdl-ab       PDL 0 / 1: launch-chain floor, MoE decode shapes, FlashMLA splits (pdl_ab.py, about 70 s)
 #   pdl-tuned    PDL 0 / 1 at the H100 tables' tuned config of each decode row (pdl_ab.py tuned)
 #   moe-times    each launch's device time in the MoE decode rows at their tuned configs (moe_kernel_times.py)
+#   down-tiles   the mma path's second GEMM with 1-8 row tiles per program (config DOWN_TILES, moe_down_tiles_ab.py)
+#   down-tests   the GPU tests of DOWN_TILES (tests/test_mxfp4_moe.py -k down_tiles)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"
@@ -46,6 +48,9 @@ for step in "$@"; do
     pdl-ab) (cd tests/bench && timeout 400 python3 pdl_ab.py) 2>&1 | tee "$out/pdl_ab.txt" ;;
     pdl-tuned) (cd tests/bench && timeout 300 python3 pdl_ab.py floor tuned) 2>&1 | tee "$out/pdl_tuned.txt" ;;
     moe-times) timeout 200 python3 tests/bench/moe_kernel_times.py 2>&1 | tee "$out/moe_times.txt" ;;
+    down-tiles) timeout 300 python3 tests/bench/moe_down_tiles_ab.py 2>&1 | tee "$out/down_tiles.txt" ;;
+    down-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_mxfp4_moe.py \
+                  -k "down_tiles or graph_replay" 2>&1 | tail -25 | tee "$out/down_tests.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
     *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-table, moe-decode, mla-table, moe-floor, pdl-tests, pdl-ab, pdl-tuned)" ;;
   esac
