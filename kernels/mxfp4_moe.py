@@ -40,7 +40,11 @@ the next step in registers, 2-4 stream the weights through a shared-memory ring,
 
 Config PDL (0 or 1; gemv and mma paths, NVIDIA sm_90+): the call's launches form one programmatic-dependent-
 launch chain, the second GEMM prefetching its weight rows into L2 where the active weights are small
-(``_pdl.py``, ``pdl_of``). A config without the key has it off.
+(``_pdl.py``, ``pdl_of``). A config without the key has it off. Config DOWN_TILES (1, 2, 4, 8; mma path,
+num_stages 1, K a multiple of BLOCK_N and I of BLOCK_K): each program of the second GEMM loops over that
+many BLOCK_N row tiles in one software pipeline, so the next tile's weights load while one computes (at
+DeepSeek-V4-Flash TP 8, I = 256 is one BLOCK_K step: one tile per program has nothing to overlap); the
+same sums in the same order as one tile per program. A config without the key has 1.
 
 Without a tuned config (``config=None`` and no bundle entry) the launcher runs ``runtime_default``: the
 mma path up to M = 128 on NVIDIA sm_80+ (but the gemv path where M * I <= 512), the gemv path with the
