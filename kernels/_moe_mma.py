@@ -47,8 +47,8 @@ exchange) and writes bf16 ``h``, or with SPLIT_K > 1 (a third grid axis over
 whole BLOCK_K steps of K: more programs where few experts are active, as at TP 8) the fp32 sums of its K
 range, which ``_moe_gemv._moe_act`` adds in split order and activates; the second writes
 ``(h @ w2.T + b2) * weight`` per slot in fp32 for the reduce, one BLOCK_N row tile per program or, with
-TILES > 1 (config DOWN_TILES), that many tiles in one software pipeline (``_down_tiles``). Needs group_size 32, K and I multiples of 32
-and BLOCK_K a multiple of 128 (``mxfp4_moe._mma_fits``).
+TILES > 1 (config DOWN_TILES), that many tiles in one software pipeline (``_down_tiles``). Needs group_size
+32, K and I multiples of 32 and BLOCK_K a multiple of 128 (``mxfp4_moe._mma_fits``).
 """
 from __future__ import annotations
 

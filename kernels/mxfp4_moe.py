@@ -504,7 +504,7 @@ SGLANG_SM120 = [
 _TENSOR_CORE_TILES = dict(BLOCK_M=Choice(16, 32, 64, 128), BLOCK_N=Choice(32, 64, 128, 256),
                           BLOCK_K=Choice(64, 128, 256), SPLIT_K=Choice(1, 2, 4), num_warps=Choice(2, 4, 8))
 # What each PATH can use (the constraints below say the same, and why): the space enumerates one product
-# per path (36,672 configs), not one product of every value.
+# per path (38,400 configs), not one product of every value.
 _BRANCHES = ("PATH", {
     "gemv": dict(BLOCK_M=Choice(1, 2), GROUP_M=Choice(1), DEQ=Choice("arith", "group_asm"), DOWN_TILES=Choice(1)),
     "decode": dict(_TENSOR_CORE_TILES, GROUP_M=Choice(1), PDL=Choice(0), DOWN_TILES=Choice(1)),

@@ -47,7 +47,8 @@ def main() -> None:
             for group in groups for c in group]
     statuses = bench.precompile(jobs)
     print(f"# precompiled {len(jobs)}: {sum(s == 'ok' for s in statuses)} ok", flush=True)
-    print("| model | M | BLOCK_N / warps / SPLIT_K | DOWN_TILES 1 (us) | 2 | 4 | 8 | best / 1 | BW frac best | rel err |")
+    print("| model | M | BLOCK_N / warps / SPLIT_K | DOWN_TILES 1 (us) | 2 | 4 | 8 | best / 1 | BW frac best "
+          "| rel err |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (name, m), groups in plans.items():
         p = MoEProblem(M=m, **bench.MODELS[name])
