@@ -547,6 +547,8 @@ _MMA_SMALL_DEFAULT = dict(PATH="mma", BLOCK_M=8, BLOCK_N=32, BLOCK_K=256, GROUP_
                           num_warps=1, num_stages=1)
 _MMA_SMALL_DEFAULT_MAX_M = 16
 _MMA_DEFAULT = dict(_MMA_SMALL_DEFAULT, BLOCK_N=128, num_warps=4)
+# ... with the second GEMM's 4-tile loop where K and I allow it: 10-17% at V4-Flash TP 8 M = 32 and 128, within
+# 1% at TP 1 (H100, BENCHMARKS.md, nineteenth session)
 _MMA_DEFAULT_MAX_M = 128  # 1.9-2.0x SPACE.default (the prefill path) at M = 128
 _GEMV_OVER_MMA_MAX_WORK = 512  # M * I
 
@@ -562,7 +564,7 @@ def runtime_default(problem: MoEProblem, device: DeviceClass) -> Config | None:
         if p.M <= _MMA_SMALL_DEFAULT_MAX_M:
             candidates.append(_MMA_SMALL_DEFAULT)
         elif p.M <= _MMA_DEFAULT_MAX_M:
-            candidates.append(_MMA_DEFAULT)
+            candidates += [dict(_MMA_DEFAULT, DOWN_TILES=4), _MMA_DEFAULT]  # the first where K, I allow it
     if p.M <= _DECODE_DEFAULT_MAX_M:
         candidates.append(dict(_DECODE_DEFAULT, PDL=1) if has_pdl(device) else _DECODE_DEFAULT)
     return next((dict(c) for c in candidates if SPACE.check(c, p) is None), None)

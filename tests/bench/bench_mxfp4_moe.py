@@ -153,9 +153,15 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
                     for deq in deqs:
                         out.append(dict(PATH="prefill", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DEQ=deq,
                                         num_warps=warps, num_stages=stages, GROUP_M=8, SPLIT_K=1))
-    if p.M <= 32 and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0):
+    pdl = p.M <= 32 and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
+    if pdl:
         # the decode paths' launches chained with PDL (config PDL 1, sm_90+): 1-19% at M <= 32 on the H100
         out += [dict(c, PDL=1) for c in out if c["PATH"] in ("gemv", "mma")]
+    if 8 <= p.M <= 128:
+        # the second GEMM's 4-tile loop (DOWN_TILES 4) at the register-buffer BLOCK_K 256 tiles (chained where
+        # PDL is swept): 7-17% at V4-Flash TP 8 M = 8-128 on the H100, nothing at M = 1 (nineteenth session)
+        out += [dict(c, DOWN_TILES=4) for c in out if c["PATH"] == "mma" and c["num_stages"] == 1
+                and c["BLOCK_K"] == 256 and c.get("PDL", 0) == int(pdl)]
     sglang = [dict(c, _sglang=True) for c in SPACE.baseline("sglang_sm120")]
     return [c for c in sglang + out if SPACE.check(_plain(c), p) is None]
 

@@ -40,8 +40,8 @@ for step in "$@"; do
                  --budget-s 100 --json "$out/moe_m1.json" 2>&1 | grep -v '^{' | tee "$out/moe_table_m1.txt"
                timeout 300 python3 tests/bench/bench_mxfp4_moe.py --tokens 8,32,128,1024,4096 --paths mma,prefill \
                  --reps 10 --budget-s 240 --json "$out/moe.json" 2>&1 | grep -v '^{' | tee "$out/moe_table.txt" ;;
-    moe-decode) timeout 230 python3 tests/bench/bench_mxfp4_moe.py --tokens 1,8,32 --paths gemv,mma --reps 10 \
-                  --budget-s 200 --json "$out/moe_decode.json" 2>&1 | grep -v '^{' | tee "$out/moe_decode.txt" ;;
+    moe-decode) timeout 290 python3 tests/bench/bench_mxfp4_moe.py --tokens 1,8,32 --paths gemv,mma --reps 10 \
+                  --budget-s 250 --json "$out/moe_decode.json" 2>&1 | grep -v '^{' | tee "$out/moe_decode.txt" ;;
     moe-floor) timeout 200 python3 tests/bench/bench_moe_floor.py 2>&1 | tee "$out/moe_floor.txt" ;;
     pdl-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_pdl.py \
                  2>&1 | tail -15 | tee "$out/pdl_tests.txt" ;;
