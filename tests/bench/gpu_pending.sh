@@ -4,11 +4,10 @@
 # Usage on the GPU machine (deps installed, PYTHONPATH set): bash tests/bench/gpu_pending.sh STEP [STEP ...]
 #   tests        the gpu-marked tests of every kernel (about 250 s; 6 processes if pytest-xdist is there)
 #   moe-split    the mma path's first-GEMM K split (SPLIT_K 1 / 2 / 4) at the best tiles (moe_mma_variants.py)
-#   mla-unroll3  FlashMLA's three-tile register pipeline (mla_unroll3.patch) against the landed kernel
 #   mla-combine  FlashMLA's two-pass combine against the online merge it replaced (mla_combine_ab.py)
 #   moe-table    the issue's MoE table (bench_mxfp4_moe.py): M = 1 over the gemv and mma paths, M = 8-4096 over
 #                mma and prefill (the paths that won there on the H200), SGLang's set always (about 400 s)
-#   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; about 230 s)
+#   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; about 290 s)
 #   mla-table    the issue's FlashMLA table (bench_flash_mla.py 80)
 #   moe-floor    the MoE decode floor: a pure read of the active experts' bytes in 1 and 2 launches, and the
 #                launch floor of 1-4 empty kernels (bench_moe_floor.py, about 90 s)
@@ -32,9 +31,6 @@ for step in "$@"; do
            AOTUNE_TEST_DEVICE=cuda timeout 300 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist tests 2>&1 \
              | tail -25 | tee "$out/gpu_tests.txt" ;;
     moe-split) timeout 400 python3 tests/bench/moe_mma_variants.py split 2>&1 | tee "$out/moe_split.txt" ;;
-    mla-unroll3) patch -s -o /tmp/unroll3.py kernels/_mla_mma.py tests/bench/mla_unroll3.patch \
-                   && (cd tests/bench && timeout 400 python3 mla_variants.py main=main unroll3=/tmp/unroll3.py) 2>&1 \
-                   | tee "$out/mla_unroll3.txt" ;;
     mla-combine) (cd tests/bench && timeout 300 python3 mla_combine_ab.py) 2>&1 | tee "$out/mla_combine.txt" ;;
     moe-table) timeout 140 python3 tests/bench/bench_mxfp4_moe.py --tokens 1 --paths gemv,mma --reps 10 \
                  --budget-s 100 --json "$out/moe_m1.json" 2>&1 | grep -v '^{' | tee "$out/moe_table_m1.txt"
@@ -52,7 +48,7 @@ for step in "$@"; do
     down-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_mxfp4_moe.py \
                   -k "down_tiles or graph_replay" 2>&1 | tail -25 | tee "$out/down_tests.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
-    *) echo "unknown step $step (tests, moe-split, mla-unroll3, mla-combine, moe-table, moe-decode, mla-table, moe-floor, pdl-tests, pdl-ab, pdl-tuned)" ;;
+    *) echo "unknown step $step (see the list at the top)" ;;
   esac
   cd "$root"
 done
