@@ -226,6 +226,8 @@ def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: Device
         got = (default["PATH"], default["BLOCK_N"]) if default else (None, None)
         assert got == want, (which, m)
         assert default is None or SPACE.check(default, problem) is None
+        if got == ("mma", 128):  # the second GEMM's 4-tile loop where K and I allow it (not gpt-oss's I = 2880)
+            assert default.get("DOWN_TILES", 1) == (1 if which == 2 else 4), (which, m)
         assert runtime.default_configs(KERNEL, problem, device)[0] == (default or SPACE.default)
     # where the mma path is invalid (group 16), the gemv default at decode sizes, else the space default
     assert runtime_default(MoEProblem(M=4, group_size=16, **v4_tp1), H100)["PATH"] == "gemv"
