@@ -17,7 +17,6 @@
 #   moe-times    each launch's device time in the MoE decode rows at their tuned configs (moe_kernel_times.py)
 #   down-tiles   the mma path's second GEMM with 1-8 row tiles per program (config DOWN_TILES, moe_down_tiles_ab.py)
 #   down-tests   the GPU tests of DOWN_TILES (tests/test_mxfp4_moe.py -k down_tiles)
-#   moe-tail     the mma path's partial last span first (moe_tail_first.patch) against the landed kernel
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"
@@ -48,9 +47,6 @@ for step in "$@"; do
     down-tiles) timeout 300 python3 tests/bench/moe_down_tiles_ab.py 2>&1 | tee "$out/down_tiles.txt" ;;
     down-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_mxfp4_moe.py \
                   -k "down_tiles or graph_replay" 2>&1 | tail -25 | tee "$out/down_tests.txt" ;;
-    moe-tail) patch -s -o /tmp/tailfirst.py kernels/_moe_mma.py tests/bench/moe_tail_first.patch \
-                && timeout 200 python3 tests/bench/moe_mma_file_ab.py main=main tailfirst=/tmp/tailfirst.py 2>&1 \
-                | tee "$out/moe_tail.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
     *) echo "unknown step $step (see the list at the top)" ;;
   esac

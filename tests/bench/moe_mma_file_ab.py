@@ -6,7 +6,7 @@ launcher's. For the rows below (gpt-oss-120b, whose K = I = 2880 end every row i
 DeepSeek-V4-Flash TP 1 control without one) every variant runs the same config on the same rotated weight
 sets: its time (``bench_mxfp4_moe.time_config``, best of 3 rounds interleaved over the variants), the active
 experts' bytes over the measured copy bandwidth, and its relative error against ``fused_moe_ref``.
-BENCHMARKS.md, MoE, nineteenth session (``moe_tail_first.patch``).
+BENCHMARKS.md, MoE, nineteenth session (the tail-first variant, measured and not landed).
 """
 from __future__ import annotations
 
