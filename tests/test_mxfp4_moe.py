@@ -18,6 +18,8 @@ from aotune.kernels.mxfp4_moe import (
     KERNEL, SPACE, MoEProblem, fused_moe, fused_moe_ref, launches, make_inputs, runtime_default,
 )
 
+from .helpers_moe import poison_workspaces
+
 DEVICE = os.environ.get("AOTUNE_TEST_DEVICE", "cpu")
 CFG = dict(PATH="decode", BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, GROUP_M=1, SPLIT_K=1, DEQ="arith",
            num_warps=4, num_stages=2)
@@ -187,13 +189,7 @@ def test_space_baselines_and_default() -> None:
 @pytest.mark.parametrize("overrides", [dict(PATH="decode"), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=32)])
 def test_skipped_slots_never_reach_the_output(overrides: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """The per-slot fp32 rows of slots with id < 0 are never written; the reduce reads them and must drop them."""
-    def poisoned(*args: object) -> dict:
-        ws = workspace(*args)
-        ws["dst"].fill_(float("nan"))
-        return ws
-
-    workspace = mxfp4_moe._workspace
-    monkeypatch.setattr(mxfp4_moe, "_workspace", poisoned)
+    poison_workspaces(monkeypatch, ("dst",))
     problem = MoEProblem(M=3, K=64, I=32, E=4, top_k=3)
     inputs = _inputs(problem, seed=2)
     inputs["topk_ids"][0, :2] = -1
@@ -496,15 +492,7 @@ GPU_CASES = [  # DeepSeek-V4-Flash TP 8 and gpt-oss-120b TP 1, both paths and bo
 def test_gpu_mma_split_reads_only_what_it_wrote(monkeypatch: pytest.MonkeyPatch) -> None:
     """The mma path's K split: its fp32 slabs, the intermediate and the per-slot rows start as NaN, so a value
     read but never written (a split's range, a slot, a column) would reach the output."""
-    def poisoned(*args: object) -> dict:
-        ws = workspace(*args)
-        for name in ("split_ws", "inter", "dst"):
-            if ws[name].is_floating_point():
-                ws[name].fill_(float("nan"))
-        return ws
-
-    workspace = mxfp4_moe._workspace
-    monkeypatch.setattr(mxfp4_moe, "_workspace", poisoned)
+    poison_workspaces(monkeypatch)
     problem = MoEProblem(M=9, K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved",
                          has_bias=True)
     inputs = _inputs(problem, seed=4, device="cuda")
@@ -579,15 +567,7 @@ def test_gpu_mma_down_tiles_equal_one_tile(fields: dict, config: dict, tiles: in
     with the per-slot rows and the intermediate starting as NaN (a column never written would show), eagerly
     and with PDL (the second GEMM's L2 prefetch covers the program's rows); and a program that reads a scale
     byte above the fast decode's range redoes all its tiles on the exact decode."""
-    def poisoned(*args: object) -> dict:
-        ws = workspace(*args)
-        for name in ("split_ws", "inter", "dst"):
-            if ws[name].is_floating_point():
-                ws[name].fill_(float("nan"))
-        return ws
-
-    workspace = mxfp4_moe._workspace
-    monkeypatch.setattr(mxfp4_moe, "_workspace", poisoned)
+    poison_workspaces(monkeypatch)
     problem = MoEProblem(**fields)
     inputs = _inputs(problem, seed=fields["M"], device="cuda")
     plain = dict(config, PDL=pdl)

@@ -16,6 +16,8 @@ from aotune.kernels import _pdl, flash_mla, get_kernel, mxfp4_moe, rel_error
 from aotune.kernels._mla_space import SparseDecodeProblem
 from aotune.kernels.mxfp4_moe import MoEProblem, fused_moe, fused_moe_ref, make_inputs
 
+from .helpers_moe import poison_workspaces
+
 V4_TP8 = dict(K=4096, I=256, E=256, top_k=6)
 GPT_OSS = dict(K=2880, I=2880, E=128, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True)
 MMA = dict(PATH="mma", BLOCK_M=8, BLOCK_N=32, BLOCK_K=256, GROUP_M=1, SPLIT_K=1, DEQ="group_asm", num_warps=1,
@@ -211,19 +213,6 @@ def test_source_modules_cover_every_kernel_module(name: str) -> None:
     assert used <= set(kernel.source_modules), sorted(used - set(kernel.source_modules))
 
 
-def _poison_moe(monkeypatch: pytest.MonkeyPatch, poison_dst: bool) -> None:
-    """NaN in the intermediates between the launches: a launch reading before the one before it wrote shows."""
-    def poisoned(*args: object) -> dict:
-        ws = workspace(*args)
-        for name in ("split_ws", "inter") + (("dst",) if poison_dst else ()):
-            if ws[name].is_floating_point():
-                ws[name].fill_(float("nan"))
-        return ws
-
-    workspace = mxfp4_moe._workspace
-    monkeypatch.setattr(mxfp4_moe, "_workspace", poisoned)
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("fields,m,config", [
     (V4_TP8, 1, dict(MMA, SPLIT_K=4)), (V4_TP8, 8, MMA), (V4_TP8, 1, dict(GEMV, SPLIT_K=4)),
@@ -233,7 +222,7 @@ def test_gpu_moe_chain_matches_plain(fields: dict, m: int, config: dict, monkeyp
     """Eager and replayed in a CUDA graph over new routings, the chained call equals the plain one (to 1e-6
     where the second GEMM's splits add with atomics) and the reference."""
     atomic = config["PATH"] == "gemv" and config["SPLIT_K"] > 1
-    _poison_moe(monkeypatch, poison_dst=not atomic)
+    poison_workspaces(monkeypatch, ("split_ws", "inter") + (("dst",) if not atomic else ()))
     problem = MoEProblem(M=m, **fields)
     assert _pdl.supported(torch.device("cuda")), "PDL needs sm_90 or later"
     chained = dict(config, PDL=1)

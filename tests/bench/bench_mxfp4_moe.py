@@ -116,6 +116,16 @@ def _sets(p: MoEProblem, n: int, seed: int) -> list[dict[str, Any]]:
     return sets
 
 
+def active_experts(sets: list[dict[str, Any]]) -> float:
+    """Distinct routed experts per call, the mean over ``sets``."""
+    return statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets)
+
+
+def active_bytes(p: MoEProblem, sets: list[dict[str, Any]]) -> float:
+    """The routed experts' weight, scale and bias bytes per call, the mean over ``sets``."""
+    return active_experts(sets) * expert_weight_bytes(p)
+
+
 def sweep(p: MoEProblem) -> list[dict[str, Any]]:
     """The configs tried for one problem: tensor-core decode (M <= 128), gemv (M <= 32), prefill (M >= 32),
     SGLang's set; at M <= 32 on sm_90+ the gemv and mma configs also with PDL."""
@@ -220,7 +230,7 @@ def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_
                   deadline: float) -> dict[str, Any]:
     n_sets = rotated_sets(p)
     sets = _sets(p, n_sets, seed=p.M)
-    active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
+    active = active_bytes(p, sets)
     results = []
     for config in configs:
         if time.time() > deadline:

@@ -10,7 +10,6 @@ output's relative error against ``fused_moe_ref``.
 """
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_mxfp4_moe as bench  # noqa: E402
 from aotune.kernels import rel_error  # noqa: E402
-from aotune.kernels.mxfp4_moe import SPACE, MoEProblem, expert_weight_bytes, fused_moe, fused_moe_ref  # noqa: E402
+from aotune.kernels.mxfp4_moe import SPACE, MoEProblem, fused_moe, fused_moe_ref  # noqa: E402
 
 ROWS = [("dsv4-flash-tp8", 1), ("dsv4-flash-tp8", 8), ("dsv4-flash-tp8", 32), ("dsv4-flash-tp8", 128),
         ("dsv4-flash-tp1", 8), ("dsv4-flash-tp1", 32)]
@@ -53,7 +52,7 @@ def main() -> None:
     for (name, m), groups in plans.items():
         p = MoEProblem(M=m, **bench.MODELS[name])
         sets = bench._sets(p, bench.rotated_sets(p), seed=m)
-        active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
+        active = bench.active_bytes(p, sets)
         ref = fused_moe_ref(**sets[0])
         for group in groups:
             times = {c["DOWN_TILES"]: float("inf") for c in group}

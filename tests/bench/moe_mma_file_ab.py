@@ -11,7 +11,6 @@ BENCHMARKS.md, MoE, nineteenth session (the tail-first variant, measured and not
 from __future__ import annotations
 
 import importlib.util
-import statistics
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_mxfp4_moe as bench  # noqa: E402
 from aotune.kernels import mxfp4_moe, rel_error  # noqa: E402
-from aotune.kernels.mxfp4_moe import MoEProblem, expert_weight_bytes, fused_moe, fused_moe_ref  # noqa: E402
+from aotune.kernels.mxfp4_moe import MoEProblem, fused_moe, fused_moe_ref  # noqa: E402
 
 _MMA = dict(PATH="mma", BLOCK_M=8, BLOCK_K=256, GROUP_M=1, SPLIT_K=1, DEQ="group_asm", num_stages=1)
 ROWS = [("gpt-oss-120b-tp1", 8, dict(_MMA, BLOCK_N=32, num_warps=1)),
@@ -52,7 +51,7 @@ def main() -> None:
         for model, m, config in ROWS:
             p = MoEProblem(M=m, **bench.MODELS[model])
             sets = bench._sets(p, bench.rotated_sets(p), seed=m)
-            active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
+            active = bench.active_bytes(p, sets)
             ref = fused_moe_ref(**sets[0])
             times, errors = {n: float("inf") for n in variants}, {}
             for round_ in range(3):

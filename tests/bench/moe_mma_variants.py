@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_mxfp4_moe as bench  # noqa: E402
 from aotune.kernels import mxfp4_moe, rel_error  # noqa: E402
-from aotune.kernels.mxfp4_moe import MoEProblem, expert_weight_bytes, fused_moe, fused_moe_ref  # noqa: E402
+from aotune.kernels.mxfp4_moe import MoEProblem, fused_moe, fused_moe_ref  # noqa: E402
 
 PROBLEMS = [(m, M) for m in ("dsv4-flash-tp1", "gpt-oss-120b-tp1") for M in (8, 32)] + [("dsv4-flash-tp8", 32)]
 SPLIT_PROBLEMS = [("dsv4-flash-tp8", M) for M in (1, 8, 32)] + [(m, M) for m in ("dsv4-flash-tp1", "gpt-oss-120b-tp1")
@@ -113,7 +111,7 @@ def main() -> None:
     for model, M in problems:
         p = MoEProblem(M=M, **bench.MODELS[model])
         sets = bench._sets(p, bench.rotated_sets(p), seed=M)
-        active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
+        active = bench.active_bytes(p, sets)
         ref = fused_moe_ref(**sets[0])
         for c in configs(variant, M):
             regs = next(resources)

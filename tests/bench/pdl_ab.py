@@ -29,12 +29,12 @@ import triton.language as tl
 from bench_flash_mla import MODELS as MLA_MODELS
 from bench_flash_mla import graph_time, input_sets
 from bench_mxfp4_moe import MODELS as MOE_MODELS
-from bench_mxfp4_moe import _events_ms, _sets, copy_bandwidth, rotated_sets, time_config
+from bench_mxfp4_moe import _events_ms, _sets, active_bytes, copy_bandwidth, rotated_sets, time_config
 from aotune.kernels import _pdl, mxfp4_moe, rel_error
 from aotune.kernels._pdl import gdc_launch_dependents, gdc_wait
 from aotune.kernels.flash_mla import KERNEL as MLA
 from aotune.kernels.flash_mla import sparse_decode
-from aotune.kernels.mxfp4_moe import SPACE, MoEProblem, expert_weight_bytes, fused_moe
+from aotune.kernels.mxfp4_moe import SPACE, MoEProblem, fused_moe
 
 
 def _mma(bn: int, bk: int, warps: int, split: int) -> dict[str, Any]:
@@ -170,7 +170,7 @@ def moe(copy_bw: float, tuned: bool = False) -> None:
         for m in (1, 8, 32):
             p = MoEProblem(M=m, **fields)
             sets = _sets(p, rotated_sets(p), seed=p.M)
-            active = statistics.mean(len(torch.unique(s["topk_ids"])) for s in sets) * expert_weight_bytes(p)
+            active = active_bytes(p, sets)
             for config in (c for c in _moe_configs(name, m, tuned) if SPACE.check(c, p) is None):
                 modes = _moe_modes(p, config)
                 try:
