@@ -100,11 +100,12 @@ def known_miscompile(config: Config, problem: SparseDecodeProblem) -> str | None
 
 
 def mma_fits(config: Config, problem: SparseDecodeProblem) -> str | None:
-    """The mma path (``_mla_mma``) runs 16 head rows on 4 warps, one tile of gathers in flight in registers."""
+    """The mma path runs 16 head rows (``_mla_mma``) or 8 heads as the MMA's N (``_mla_mma8``) on 4 warps, one
+    tile of gathers in flight in registers."""
     if path_of(config) != "mma":
         return None
-    if config["H_TILE"] != 16 or config["num_warps"] != 4 or config["num_stages"] != 1:
-        return "mma path: H_TILE 16, num_warps 4 and num_stages 1 only"
+    if config["H_TILE"] not in (8, 16) or config["num_warps"] != 4 or config["num_stages"] != 1:
+        return "mma path: H_TILE 8 or 16, num_warps 4 and num_stages 1 only"
     if config["BLOCK_T"] > 32:
         return "mma path: BLOCK_T <= 32 (BLOCK_T 64 spills registers)"
     return None
@@ -129,7 +130,7 @@ SPACE = ConfigSpace(
     default={"PATH": "triton", "BLOCK_T": 32, "H_TILE": 16, "NUM_SPLITS": 4, "num_warps": 4, "num_stages": 1,
              "PDL": 0},
     constraints=(_valid_problem, _head_tile_fits, _splits_have_work, known_miscompile, mma_fits, _pdl_fits),
-    branches=("PATH", {"mma": dict(BLOCK_T=Choice(16, 32), H_TILE=Choice(16), num_warps=Choice(4),
+    branches=("PATH", {"mma": dict(BLOCK_T=Choice(16, 32), H_TILE=Choice(8, 16), num_warps=Choice(4),
                                    num_stages=Choice(1))}),
     # SGLang's SM120 Triton sparse decode (KERNELS.md): (BLOCK_T, H_TILE, warps), no split-KV. H_TILE 4
     # and 8 run here as 16-row MMA tiles with the extra rows masked. KERNELS.md names no stage count: 2.

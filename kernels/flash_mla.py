@@ -34,6 +34,7 @@ import triton
 from aotune.kernels import _pdl
 from aotune.kernels._mla_kernels import LOG2E, mla_combine_kernel, mla_decode_kernel
 from aotune.kernels._mla_mma import mla_decode_mma_kernel
+from aotune.kernels._mla_mma8 import mla_decode_mma8_kernel
 from aotune.kernels._mla_space import (D_QK, SPACE, SparseDecodeProblem, cost, input_shapes, known_miscompile,
                                       launch_splits, make_inputs, mma_fits, path_of, runtime_default)
 from aotune.kernels.base import Inputs, Kernel, Launch
@@ -150,7 +151,7 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
                   NUM_SPLITS=splits, HAS_LEN=topk_length is not None, HAS_XLEN=xlength is not None, **flags,
                   num_warps=config["num_warps"], num_stages=config["num_stages"])
     if path_of(config) == "mma":
-        decode = mla_decode_mma_kernel
+        decode = mla_decode_mma8_kernel if h_tile == 8 else mla_decode_mma_kernel
     else:
         decode = mla_decode_kernel
         kwargs.update(HP=max(16, h_tile), ASM=not _interpreting(), STAGES=config["num_stages"])

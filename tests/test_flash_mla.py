@@ -245,8 +245,9 @@ def test_gpu_extreme_magnitudes(name: str, fields: dict, tiny: bool) -> None:
     _check(inputs, _cfg(32, 16, 4, 4, 1))
 
 
-def _mma(block_t: int = 16, splits: int = 1) -> dict:
-    return dict(_cfg(block_t, 16, splits, 4, 1), PATH="mma")
+def _mma(block_t: int = 16, splits: int = 1, h_tile: int = 16) -> dict:
+    """An mma-path config: 16 head rows (``_mla_mma``) or, with ``h_tile`` 8, heads as the MMA's N (``_mla_mma8``)."""
+    return dict(_cfg(block_t, h_tile, splits, 4, 1), PATH="mma")
 
 
 def test_mma_path_needs_a_gpu_and_its_tiles() -> None:
@@ -255,12 +256,23 @@ def test_mma_path_needs_a_gpu_and_its_tiles() -> None:
     if DEVICE == "cpu":
         with pytest.raises(ValueError, match="needs a CUDA GPU"):
             sparse_decode(**inputs, config=_mma())
-    with pytest.raises(ValueError, match="mma path: H_TILE 16"):
+    with pytest.raises(ValueError, match="mma path: H_TILE 8 or 16"):
         sparse_decode(**inputs, config=dict(_mma(), num_warps=8))
+    with pytest.raises(ValueError, match="mma path: H_TILE 8 or 16"):
+        sparse_decode(**inputs, config=_mma(h_tile=4))
     problem = SparseDecodeProblem(B=1, S_q=1, H=16, topk=2048, layout="v32", page_size=64)
     mma = [c.config for c in KERNEL.space.candidates(problem) if c.config["PATH"] == "mma" and c.invalid_reason is None]
-    assert {(c["BLOCK_T"], c["H_TILE"], c["num_warps"], c["num_stages"]) for c in mma} == {(16, 16, 4, 1), (32, 16, 4, 1)}
-    assert len(mma) == 26  # 2 tiles x 7 split counts, each with PDL 0 and (6 of the 7 split counts) PDL 1
+    assert {(c["BLOCK_T"], c["H_TILE"], c["num_warps"], c["num_stages"]) for c in mma} == {
+        (16, 16, 4, 1), (32, 16, 4, 1), (16, 8, 4, 1), (32, 8, 4, 1)}
+    assert len(mma) == 52  # 2 x 2 tiles x 7 split counts, each with PDL 0 and (6 of the 7 split counts) PDL 1
+
+
+def test_mma_path_launches_the_heads_as_n_kernel_at_h_tile_8() -> None:
+    """H_TILE 8 on the mma path is ``_mla_mma8`` (8 heads per program, ceil(H / 8) head tiles); 16 ``_mla_mma``."""
+    problem = SparseDecodeProblem(B=2, S_q=1, H=20, topk=64, layout="v4", page_size=64)
+    eight, sixteen = launches(problem, _mma(16, 1, 8))[0], launches(problem, _mma(16, 1, 16))[0]
+    assert eight.fn.__name__ == "mla_decode_mma8_kernel" and sixteen.fn.__name__ == "mla_decode_mma_kernel"
+    assert eight.kwargs["H_TILE"] == 8 and sixteen.kwargs["H_TILE"] == 16
 
 
 @pytest.mark.parametrize("splits,launched", [(1, 1), (2, 2), (3, 3), (6, 6), (12, 10), (16, 14), (24, 20), (32, 20),
@@ -287,40 +299,45 @@ MMA_GPU_CASES = GPU_CASES + [
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,fields", MMA_GPU_CASES, ids=[c[0] for c in MMA_GPU_CASES])
-@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 8), _mma(32, 4), _mma(16, 6), _mma(16, 24)],
-                         ids=["bt16", "bt32", "bt16_split8", "bt32_split4", "bt16_split6", "bt16_split24"])
+@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 8), _mma(32, 4), _mma(16, 6), _mma(16, 24),
+                                    _mma(16, 1, 8), _mma(32, 1, 8), _mma(16, 8, 8), _mma(32, 4, 8), _mma(16, 24, 8)],
+                         ids=["bt16", "bt32", "bt16_split8", "bt32_split4", "bt16_split6", "bt16_split24", "h8_bt16",
+                              "h8_bt32", "h8_bt16_split8", "h8_bt32_split4", "h8_bt16_split24"])
 def test_gpu_mma_path(name: str, fields: dict, config: dict) -> None:
     _check(KERNEL.make_inputs(SparseDecodeProblem(**fields), 13, "cuda"), config)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("block_t", [16, 32])  # q in registers / read back from shared memory
+@pytest.mark.parametrize("h_tile", [16, 8])
+@pytest.mark.parametrize("block_t", [16, 32])  # q in registers / read back from shared memory (H_TILE 16)
 @pytest.mark.parametrize("tiny", [False, True])
 @pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
-def test_gpu_mma_path_extreme_magnitudes(name: str, fields: dict, tiny: bool, block_t: int) -> None:
+def test_gpu_mma_path_extreme_magnitudes(name: str, fields: dict, tiny: bool, block_t: int, h_tile: int) -> None:
     """fp16 q rows (power-of-two row factors) and fp16 PV weights (running reference per head, raised
     against each tile's largest scale) under huge and tiny q rows and KV scales."""
-    _check(_extreme(KERNEL.make_inputs(SparseDecodeProblem(**fields), 12, "cuda"), tiny), _mma(block_t, 4))
+    _check(_extreme(KERNEL.make_inputs(SparseDecodeProblem(**fields), 12, "cuda"), tiny), _mma(block_t, 4, h_tile))
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("h_tile", [16, 8])
 @pytest.mark.parametrize("lonely", ["-inf", "+inf"])
 @pytest.mark.parametrize("splits", [1, 2])
-def test_gpu_mma_path_lonely_rows_and_masked_tiles(lonely: str, splits: int) -> None:
+def test_gpu_mma_path_lonely_rows_and_masked_tiles(lonely: str, splits: int, h_tile: int) -> None:
     inputs = KERNEL.make_inputs(SparseDecodeProblem(B=3, S_q=1, H=2, topk=48, layout="v4", page_size=16,
                                                     extra_topk=16, has_sink=True, has_topk_length=True), 3, "cuda")
     inputs["indices"][0] = -1
     inputs["extra_indices"][0, :, ::2] = -1
     inputs["indices"][1, :, :32] = -1
     inputs["topk_length"][2], inputs["extra_topk_length"][2] = 0, 0
-    out, lse = sparse_decode(**inputs, lonely_lse=lonely, config=_mma(16, splits))
+    out, lse = sparse_decode(**inputs, lonely_lse=lonely, config=_mma(16, splits, h_tile))
     ref_out, ref_lse = sparse_decode_ref(**inputs, lonely_lse=lonely)
     assert torch.all(out[2] == 0) and torch.all(lse[2] == float(lonely))
     assert rel_error(out, ref_out) <= 1e-2 and rel_error(lse, ref_lse) <= 1e-3
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 4)], ids=["bt16", "bt32", "bt16_split4"])
+@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 4), _mma(16, 1, 8), _mma(32, 4, 8)],
+                         ids=["bt16", "bt32", "bt16_split4", "h8_bt16", "h8_bt32_split4"])
 @pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
 def test_gpu_mma_path_zero_tokens_and_ids_past_the_cache(name: str, fields: dict, config: dict) -> None:
     """Tokens whose values are all zero (v32: scale 0, so a tile's largest scale can be 0 and the PV

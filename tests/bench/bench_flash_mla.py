@@ -33,7 +33,7 @@ BATCHES = (1, 8, 64, 256)
 SPLITS = (1, 2, 4, 8, 16, 32, 64)
 SWEEP = [dict(PATH="triton", BLOCK_T=bt, H_TILE=16, NUM_SPLITS=ns, num_warps=w, num_stages=st)
          for bt, ns, w, st in itertools.product((16, 32, 64), SPLITS, (4, 8), (1, 3))]
-# all of the space's mma configs (14, each with and without PDL; PDL needs splits and sm_90+)
+# all of the space's mma configs (28, each with and without PDL; PDL needs splits and sm_90+)
 SWEEP += [c for c in KERNEL.space.configs() if c["PATH"] == "mma"
           and (not c["PDL"] or torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0))]
 
@@ -161,7 +161,8 @@ def main(budget_s: float) -> None:
         sets = input_sets(problem)
         deadline = t0 + budget_s * (len(rows) + 1) / (len(MODELS) * len(BATCHES))
         triton_only = [c for c in SWEEP if c["PATH"] == "triton"]
-        mma_only = [c for c in SWEEP if c["PATH"] == "mma"]
+        # H_TILE 8 (heads as the MMA's N) only where it covers the heads: at H = 16 it reads the tokens twice
+        mma_only = [c for c in SWEEP if c["PATH"] == "mma" and (c["H_TILE"] == 16 or problem.H <= 8)]
         mma_t, mma_cfg = best(sets, mma_only, problem, math.inf) if torch.cuda.get_device_capability()[0] >= 8 else (math.inf, {})
         triton_t, triton_cfg = best(sets, triton_only, problem, deadline)
         tuned, cfg = min((mma_t, mma_cfg), (triton_t, triton_cfg), key=lambda r: r[0])

@@ -17,6 +17,8 @@
 #   moe-times    each launch's device time in the MoE decode rows at their tuned configs (moe_kernel_times.py)
 #   down-tiles   the mma path's second GEMM with 1-8 row tiles per program (config DOWN_TILES, moe_down_tiles_ab.py)
 #   down-tests   the GPU tests of DOWN_TILES (tests/test_mxfp4_moe.py -k down_tiles)
+#   mla-h8-tests the GPU tests of FlashMLA's mma path, both head tilings (tests/test_flash_mla.py -k mma_path)
+#   mla-h8       FlashMLA's mma path at V4-Flash TP 8: 16 head rows against 8 heads as the MMA's N (mla_h8_ab.py)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
 mkdir -p "$out"
@@ -47,6 +49,10 @@ for step in "$@"; do
     down-tiles) timeout 300 python3 tests/bench/moe_down_tiles_ab.py 2>&1 | tee "$out/down_tiles.txt" ;;
     down-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_mxfp4_moe.py \
                   -k "down_tiles or graph_replay" 2>&1 | tail -25 | tee "$out/down_tests.txt" ;;
+    mla-h8-tests) xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 6")
+                  AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist \
+                    tests/test_flash_mla.py -k "mma_path or runtime_default" 2>&1 | tail -25 | tee "$out/mla_h8_tests.txt" ;;
+    mla-h8) (cd tests/bench && timeout 300 python3 mla_h8_ab.py) 2>&1 | tee "$out/mla_h8.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
     *) echo "unknown step $step (see the list at the top)" ;;
   esac

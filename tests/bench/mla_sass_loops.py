@@ -64,12 +64,13 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default="V3.2 TP8", choices=sorted(MODELS))
     parser.add_argument("block_t", nargs="?", type=int, default=16)
     parser.add_argument("--maxnreg", type=int)
+    parser.add_argument("--h-tile", type=int, default=16, help="8: the heads-as-N kernel (_mla_mma8)")
     parser.add_argument("--kernel", help="a copy of kernels/_mla_mma.py to compile instead")
     args = parser.parse_args()
     if args.kernel:
         flash_mla.mla_decode_mma_kernel = load_variant(args.kernel)
     problem = SparseDecodeProblem(B=256, **MODELS[args.model])
-    config = dict(PATH="mma", BLOCK_T=args.block_t, H_TILE=16, NUM_SPLITS=1, num_warps=4, num_stages=1)
+    config = dict(PATH="mma", BLOCK_T=args.block_t, H_TILE=args.h_tile, NUM_SPLITS=1, num_warps=4, num_stages=1)
     launch = launches(problem, config)[0]
     if args.maxnreg:
         launch.kwargs["maxnreg"] = args.maxnreg
@@ -77,7 +78,7 @@ def main() -> None:
     regs, spill = cubin_resources(compiled.asm["cubin"])
     sass = cuobjdump(compiled.asm["cubin"], "-sass")
     ops = collections.Counter(m.group(1) for m in re.finditer(r"\b(BAR\.SYNC|LDL|STL)\b", sass))
-    print(f"== {args.model} BLOCK_T {args.block_t}: {regs} registers, {spill} spill bytes, shared "
+    print(f"== {args.model} BLOCK_T {args.block_t} H_TILE {args.h_tile}: {regs} registers, {spill} spill bytes, shared "
           f"{compiled.metadata.shared} B; kernel: {ops['BAR.SYNC']} BAR.SYNC, {ops['LDL']} LDL, {ops['STL']} STL")
     print_hmma_loops(sass, 16)
     print("  step loop, instructions from each LDG to the first read of its registers:", load_use_distances(sass))

@@ -1,0 +1,61 @@
+"""The mma path's two head tilings side by side at DeepSeek-V4-Flash TP 8 (8 heads): 16 head rows, half of
+them padding (``_mla_mma``, H_TILE 16) against the 8 heads as the MMA's N (``_mla_mma8``, H_TILE 8).
+
+``python3 tests/bench/mla_h8_ab.py [--rounds 3]``: at B = 1, 8, 64, 256, for the split counts near the tuned
+ones, every config runs on the same inputs: its rel_error against ``sparse_decode_ref`` (out and lse) and its
+time (``bench_flash_mla.graph_time``, the configs interleaved, best of ``--rounds``). PDL 1 where there are
+splits (sm_90+). A plain script; BENCHMARKS.md, FlashMLA, twentieth session.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from bench_flash_mla import MODELS, copy_bandwidth, graph_time, input_sets
+
+from aotune.kernels import rel_error
+from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, sparse_decode, sparse_decode_ref
+
+SPLITS = {1: (16, 32), 8: (8, 16), 64: (2, 4), 256: (1, 2)}
+TILINGS = (("H16 BT16", 16, 16), ("H8 BT16", 8, 16), ("H8 BT32", 8, 32))
+
+
+def config(h_tile: int, block_t: int, splits: int) -> dict:
+    pdl = int(splits > 1 and torch.cuda.get_device_capability() >= (9, 0))
+    return dict(PATH="mma", BLOCK_T=block_t, H_TILE=h_tile, NUM_SPLITS=splits, num_warps=4, num_stages=1, PDL=pdl)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", default="V4-Flash TP8", choices=sorted(MODELS))
+    args = parser.parse_args()
+    print(f"device {torch.cuda.get_device_name()}; copy {copy_bandwidth() / 1e12:.2f} TB/s; {args.model}")
+    print("| B | splits | " + " | ".join(f"{n} us" for n, _, _ in TILINGS) + " | " +
+          " | ".join(f"{n} err" for n, _, _ in TILINGS) + " | roofline us |")
+    print("|---|---|" + "---|" * (2 * len(TILINGS) + 1))
+    bw = copy_bandwidth()
+    for batch, split_counts in SPLITS.items():
+        problem = SparseDecodeProblem(B=batch, **MODELS[args.model])
+        sets = input_sets(problem)
+        ref = sparse_decode_ref(**sets[0])
+        for splits in split_counts:
+            configs = [config(h, bt, splits) for _, h, bt in TILINGS]
+            errors = []
+            for c in configs:
+                assert KERNEL.space.check(c, problem) is None, (c, KERNEL.space.check(c, problem))
+                out, lse = sparse_decode(**sets[0], config=c)
+                errors.append(max(rel_error(out, ref[0]), rel_error(lse, ref[1])))
+            times = [float("inf")] * len(configs)
+            for _ in range(args.rounds):
+                for i, c in enumerate(configs):
+                    times[i] = min(times[i], graph_time(sets, c))
+            roof = KERNEL.cost(problem).bytes / bw
+            print(f"| {batch} | {splits} | " + " | ".join(f"{t * 1e6:.1f}" for t in times) + " | " +
+                  " | ".join(f"{e:.1e}" for e in errors) + f" | {roof * 1e6:.1f} |", flush=True)
+        del sets
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
