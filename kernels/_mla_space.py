@@ -142,24 +142,29 @@ SPACE = ConfigSpace(
 # with enough splits for about two programs per SM (its residency: 2 of 4 warps, register-limited). Measured
 # on the H200 (`tests/bench/bench_mla_defaults.py`, every split count at B = 1-64 and the sweep at 256) it is
 # the fastest split or within 15% of it for V3.2 and V4-Flash TP 8, and 2.8-8.2x faster than the Triton space
-# default at B = 1-8 (the combine merges up to 64 splits in one round trip).
+# default at B = 1-8 (the combine merges up to 64 splits in one round trip). With at most 8 heads (V4-Flash
+# TP 8) the heads-as-N kernel at BLOCK_T 32 (twentieth session, H100, `tests/bench/mla_h8_ab.py`): 1.06-1.24x
+# the 16-row kernel at B = 8-256, 0.2 us slower at B = 1.
 _MMA_DEFAULT = {"PATH": "mma", "BLOCK_T": 16, "H_TILE": 16, "num_warps": 4, "num_stages": 1}
+_MMA_DEFAULT_FEW_HEADS = {"PATH": "mma", "BLOCK_T": 32, "H_TILE": 8, "num_warps": 4, "num_stages": 1}
 _MMA_PROGRAMS_PER_SM = 2
 _MMA_DEFAULT_MAX_SPLITS = 64  # the space's largest
 
 
 def runtime_default(problem: SparseDecodeProblem, device: DeviceClass) -> Config | None:
-    """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ the mma path with the
-    power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles there are; the
-    launches drop the splits that get no tile, ``launch_splits``), its combine chained with PDL on sm_90+;
-    elsewhere None (the space default)."""
+    """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ the mma path (16 head
+    rows at BLOCK_T 16; with at most 8 heads, the heads as the MMA's N at BLOCK_T 32) with the power-of-two
+    split count nearest to two programs per SM (at most 64 and at most the tiles there are; the launches drop
+    the splits that get no tile, ``launch_splits``), its combine chained with PDL on sm_90+; elsewhere None
+    (the space default)."""
     if not has_mma_v2(device):
         return None
-    programs = problem.B * problem.S_q * -(-problem.H // 16)
+    base = _MMA_DEFAULT_FEW_HEADS if problem.H <= 8 else _MMA_DEFAULT
+    programs = problem.B * problem.S_q * -(-problem.H // base["H_TILE"])
     want = _MMA_PROGRAMS_PER_SM * max(1, device.sm_count) / programs
-    tiles = _tiles(_MMA_DEFAULT, problem)
+    tiles = _tiles(base, problem)
     splits = min(1 << max(0, round(math.log2(want))), _MMA_DEFAULT_MAX_SPLITS, 1 << (tiles.bit_length() - 1))
-    config = dict(_MMA_DEFAULT, NUM_SPLITS=splits)
+    config = dict(base, NUM_SPLITS=splits)
     if splits > 1 and has_pdl(device):  # 1-10% faster at B = 1 and 8 on the H100, the same at 64 (BENCHMARKS.md)
         config["PDL"] = 1
     return config if SPACE.check(config, problem) is None else None

@@ -17,6 +17,8 @@ Choices where the spec is silent:
 - Config ``PATH``: "triton" (``_mla_kernels``; the default, every GPU and the interpreter) or "mma"
   (``_mla_mma``, Gluon, NVIDIA sm_80+: the warps split the dims, fp16 MMAs straight from the fp8 bytes;
   the faster path at every measured B on the H200, and the untuned default on sm_80+: ``runtime_default``).
+  On the mma path H_TILE 16 runs 16 head rows per program (``_mla_mma``) and H_TILE 8 runs 8 heads as the
+  MMA's N side (``_mla_mma8``: no padding rows where the rank has 8 heads, as V4-Flash at TP 8).
   A config without ``PATH`` is "triton".
 - On the Triton path K/V enter bf16 MMAs as ``bf16(fp8 * scale)``, like DeepSeek's FlashMLA: exact for v4
   (power-of-two scales), one rounding per value for v32's fp32 scales; q is used as given (bf16) and p is
@@ -287,7 +289,7 @@ KERNEL = Kernel(
     cost=cost,
     runtime_default=runtime_default,
     tolerance=1e-2,
-    source_modules=(__name__, "aotune.kernels._mla_kernels", "aotune.kernels._mla_mma", "aotune.kernels._mla_space",
-                    "aotune.kernels.formats.mla_kv", "aotune.kernels._pdl"),
+    source_modules=(__name__, "aotune.kernels._mla_kernels", "aotune.kernels._mla_mma", "aotune.kernels._mla_mma8",
+                    "aotune.kernels._mla_space", "aotune.kernels.formats.mla_kv", "aotune.kernels._pdl"),
     timing="graph",
 )

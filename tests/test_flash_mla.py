@@ -364,16 +364,16 @@ H200 = DeviceClass("nvidia", "sm_90", "h200", 232448, 132)
                                         (dataclasses.replace(H200, vendor="amd", arch="gfx942"), False),
                                         (runtime.INTERPRETER, False)])
 def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: DeviceClass, mma: bool) -> None:
-    """The measured rule (``_mla_space.runtime_default``): on sm_80+ the mma path at BLOCK_T 16 with the
-    power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles), its combine
+    """The measured rule (``_mla_space.runtime_default``): on sm_80+ the mma path at BLOCK_T 16 (at most 8
+    heads: H_TILE 8, BLOCK_T 32) with the power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles), its combine
     chained with PDL (sm_90+); else the space default."""
     v32_tp8 = dict(S_q=1, H=16, topk=2048, layout="v32", page_size=64)
     v4_tp8 = dict(S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128, has_sink=True)
     v32_tp1 = dict(v32_tp8, H=128)
-    # (model, B): split count with 132 SMs (H200) / with 188 (an SM120 part). V4-Flash has 40 tiles of 16
-    # tokens (512 + 128), so at most 32 splits.
+    # (model, B): split count with 132 SMs (H200) / with 188 (an SM120 part). V4-Flash (8 heads: H_TILE 8,
+    # BLOCK_T 32) has 20 tiles of 32 tokens (512 + 128), so at most 16 splits.
     expected = {(0, 1): (64, 64), (0, 4): (64, 64), (0, 8): (32, 64), (0, 64): (4, 8), (0, 256): (1, 2),
-                (1, 1): (32, 32), (1, 8): (32, 32), (1, 64): (4, 8), (1, 256): (1, 2), (2, 1): (32, 64),
+                (1, 1): (16, 16), (1, 8): (16, 16), (1, 64): (4, 8), (1, 256): (1, 2), (2, 1): (32, 64),
                 (2, 8): (4, 8), (2, 64): (1, 1)}
     for (which, batch), by_sms in expected.items():
         problem = SparseDecodeProblem(B=batch, **(v32_tp8, v4_tp8, v32_tp1)[which])
@@ -383,8 +383,9 @@ def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: Device
             assert default is None, (which, batch)
         else:
             chained = dict(PDL=1) if splits > 1 else {}  # sm_90 and sm_120 run PDL: the combine is chained
-            assert default == dict(PATH="mma", BLOCK_T=16, H_TILE=16, NUM_SPLITS=splits, num_warps=4,
-                                   num_stages=1, **chained), (which, batch, default)
+            tile = dict(BLOCK_T=32, H_TILE=8) if which == 1 else dict(BLOCK_T=16, H_TILE=16)
+            assert default == dict(PATH="mma", **tile, NUM_SPLITS=splits, num_warps=4, num_stages=1,
+                                   **chained), (which, batch, default)
             assert KERNEL.space.check(default, problem) is None
         assert runtime.default_configs(KERNEL, problem, device)[0] == (default or KERNEL.space.default)
 
