@@ -17,6 +17,7 @@
 #   moe-times    each launch's device time in the MoE decode rows at their tuned configs (moe_kernel_times.py)
 #   down-tiles   the mma path's second GEMM with 1-8 row tiles per program (config DOWN_TILES, moe_down_tiles_ab.py)
 #   down-tests   the GPU tests of DOWN_TILES (tests/test_mxfp4_moe.py -k down_tiles)
+#   moe-probe    gpt-oss M = 8 / 32 launch by launch next to K = I = 3072 and DeepSeek's activation (moe_kernel_times.py --probe)
 #   mla-h8-tests the GPU tests of FlashMLA's mma path, both head tilings (tests/test_flash_mla.py -k mma_path)
 #   mla-h8       FlashMLA's mma path at V4-Flash TP 8: 16 head rows against 8 heads as the MMA's N (mla_h8_ab.py)
 set -u
@@ -46,6 +47,7 @@ for step in "$@"; do
     pdl-ab) (cd tests/bench && timeout 400 python3 pdl_ab.py) 2>&1 | tee "$out/pdl_ab.txt" ;;
     pdl-tuned) (cd tests/bench && timeout 300 python3 pdl_ab.py floor tuned) 2>&1 | tee "$out/pdl_tuned.txt" ;;
     moe-times) timeout 200 python3 tests/bench/moe_kernel_times.py 2>&1 | tee "$out/moe_times.txt" ;;
+    moe-probe) timeout 200 python3 tests/bench/moe_kernel_times.py --probe 2>&1 | tee "$out/moe_probe.txt" ;;
     down-tiles) timeout 300 python3 tests/bench/moe_down_tiles_ab.py 2>&1 | tee "$out/down_tiles.txt" ;;
     down-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_mxfp4_moe.py \
                   -k "down_tiles or graph_replay" 2>&1 | tail -25 | tee "$out/down_tests.txt" ;;

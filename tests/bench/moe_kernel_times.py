@@ -1,10 +1,13 @@
 """Where a MoE decode call's time goes, launch by launch (a plain script; BENCHMARKS.md, MoE, nineteenth session).
 
-``python3 tests/bench/moe_kernel_times.py``: for each decode row of the issue's table at its tuned config (the
+``python3 tests/bench/moe_kernel_times.py [--probe]``: for each decode row of the issue's table at its tuned config (the
 H100 table of the eighteenth session, PDL 0 so that launches do not overlap), the call runs eagerly over the
 rotated weight sets of ``bench_mxfp4_moe`` (weights out of L2) under ``torch.profiler``; it prints each
 kernel's mean device time, the weight bytes it reads (first GEMM: w13 of the routed experts; second: w2) and
 those bytes over its time as a fraction of the measured copy bandwidth, and the whole call in a CUDA graph.
+``--probe`` runs gpt-oss-120b's M = 8 / 32 rows instead, next to the same call with 3072 for its 2880 (K and I)
+and / or DeepSeek's activation without biases: which of the two keeps gpt-oss's GEMMs at 0.73-0.76 of copy
+bandwidth where V4-Flash TP 1 reaches 0.87-0.89 with the same tiles (BENCHMARKS.md, MoE, twentieth session).
 """
 from __future__ import annotations
 
@@ -30,6 +33,10 @@ ROWS = [("dsv4-flash-tp1", 1, _GEMV), ("gpt-oss-120b-tp1", 1, _GEMV),
         ("gpt-oss-120b-tp1", 8, dict(_MMA, BLOCK_N=32, num_warps=1, SPLIT_K=1)),
         ("gpt-oss-120b-tp1", 32, dict(_MMA, BLOCK_N=64, num_warps=2, SPLIT_K=1)),
         ("dsv4-flash-tp1", 8, dict(_MMA, BLOCK_N=32, num_warps=1, SPLIT_K=1))]
+_OSS = bench.MODELS["gpt-oss-120b-tp1"]
+_PLAIN = dict(K=2880, I=2880, E=128, top_k=4)  # DeepSeek's swiglu, gate_up halves, no biases
+PROBES = [(fields, m, config) for _, m, config in ROWS[5:7] for fields in
+          (_OSS, dict(_OSS, K=3072, I=3072), _PLAIN, dict(_PLAIN, K=3072, I=3072))]
 
 
 def gemm_bytes(p: MoEProblem, experts: float) -> tuple[float, float]:
@@ -59,8 +66,8 @@ def kernel_times(sets: list[dict], config: dict, rounds: int = 5) -> dict[str, f
 def main() -> None:
     copy_bw = bench.copy_bandwidth()
     print(f"# {torch.cuda.get_device_name()}; copy {copy_bw / 1e12:.2f} TB/s", flush=True)
-    for model, m, config in ROWS:
-        p = MoEProblem(M=m, **bench.MODELS[model])
+    for model, m, config in PROBES if "--probe" in sys.argv else ROWS:
+        p = MoEProblem(M=m, **(bench.MODELS[model] if isinstance(model, str) else model))
         sets = bench._sets(p, bench.rotated_sets(p), seed=m)
         experts = bench.active_experts(sets)
         b1, b2 = gemm_bytes(p, experts)
