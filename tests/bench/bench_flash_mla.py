@@ -84,6 +84,12 @@ def launch_floor() -> tuple[float, float]:
     return times[0], times[1]
 
 
+def sweep_for(heads: int) -> list[dict]:
+    """SWEEP less the mma path's H_TILE 8 (heads as the MMA's N) where it does not cover the heads (at H = 16
+    every token would be read twice)."""
+    return [c for c in SWEEP if c["PATH"] != "mma" or c["H_TILE"] == 16 or heads <= 8]
+
+
 def graph_time(sets: list[dict], config: dict) -> float:
     """Median seconds of one call, from CUDA-graph replays of one call per input set."""
     for inputs in sets[:2]:
@@ -148,7 +154,7 @@ def main(budget_s: float) -> None:
     print(f"launch floor (CUDA graph): 1 tiny kernel {one * 1e6:.2f} us, 2 tiny kernels {two * 1e6:.2f} us per call")
     baselines = list(KERNEL.space.baseline("sglang_sm120"))
     for fields in MODELS.values():
-        precompile(fields, SWEEP + baselines)
+        precompile(fields, sweep_for(fields["H"]) + baselines)
     print(f"precompiled in {time.time() - t0:.0f} s", flush=True)
     t0 = time.time()  # the sweep budget starts after compilation
     print("| model | B | tuned us | config PATH/BT/H_TILE/SPLITS/warps/stages/PDL | best triton us | best mma us | "
@@ -161,8 +167,7 @@ def main(budget_s: float) -> None:
         sets = input_sets(problem)
         deadline = t0 + budget_s * (len(rows) + 1) / (len(MODELS) * len(BATCHES))
         triton_only = [c for c in SWEEP if c["PATH"] == "triton"]
-        # H_TILE 8 (heads as the MMA's N) only where it covers the heads: at H = 16 it reads the tokens twice
-        mma_only = [c for c in SWEEP if c["PATH"] == "mma" and (c["H_TILE"] == 16 or problem.H <= 8)]
+        mma_only = [c for c in sweep_for(problem.H) if c["PATH"] == "mma"]
         mma_t, mma_cfg = best(sets, mma_only, problem, math.inf) if torch.cuda.get_device_capability()[0] >= 8 else (math.inf, {})
         triton_t, triton_cfg = best(sets, triton_only, problem, deadline)
         tuned, cfg = min((mma_t, mma_cfg), (triton_t, triton_cfg), key=lambda r: r[0])

@@ -18,24 +18,24 @@ from aotune.kernels import flash_mla, rel_error
 from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, sparse_decode, sparse_decode_ref
 
 SPLITS = {1: (16, 32), 8: (8, 16), 64: (2, 4, 6, 8), 256: (1, 2, 3)}
-# (name, H_TILE, BLOCK_T, register cap or 0): the cap (Triton's maxnreg launch option, not a config parameter of
-# the space) at 168 gives three programs per SM at H_TILE 8 BLOCK_T 16 (8 bytes spilled, outside the step loop)
-TILINGS = (("H16 BT16", 16, 16, 0), ("H8 BT16", 8, 16, 0), ("H8 BT32", 8, 32, 0), ("H8 BT16 r168", 8, 16, 168))
+# (name, H_TILE, BLOCK_T, launch options outside the space): maxnreg (Triton's register cap; 168 gives three
+# programs per SM at H_TILE 8 BLOCK_T 16) and _mla_mma8's DEFER_PV (each tile's PV in the next step)
+TILINGS = (("H16 BT16", 16, 16, {}), ("H8 BT16", 8, 16, {}), ("H8 BT32", 8, 32, {}),
+           ("H8 BT16 defer", 8, 16, dict(DEFER_PV=True)), ("H8 BT16 defer r168", 8, 16, dict(DEFER_PV=True, maxnreg=168)))
 _PLAN = flash_mla._plan
 
 
-def _plan_with_cap(*args: object) -> list:
-    """``flash_mla._plan`` with the decode launch's ``maxnreg`` set from the config's ``MAXNREG`` (if any)."""
+def _plan_with_options(*args: object) -> list:
+    """``flash_mla._plan`` with the config's ``LAUNCH_OPTIONS`` (if any) added to the decode launch."""
     plan = _PLAN(*args)
-    if cap := args[-1].get("MAXNREG"):
-        plan[0][0].kwargs["maxnreg"] = cap
+    plan[0][0].kwargs.update(args[-1].get("LAUNCH_OPTIONS", {}))
     return plan
 
 
-def config(h_tile: int, block_t: int, splits: int, cap: int) -> dict:
+def config(h_tile: int, block_t: int, splits: int, options: dict) -> dict:
     pdl = int(splits > 1 and torch.cuda.get_device_capability() >= (9, 0))
     out = dict(PATH="mma", BLOCK_T=block_t, H_TILE=h_tile, NUM_SPLITS=splits, num_warps=4, num_stages=1, PDL=pdl)
-    return dict(out, MAXNREG=cap) if cap else out
+    return dict(out, LAUNCH_OPTIONS=options) if options else out
 
 
 def tiles(problem: SparseDecodeProblem, block_t: int) -> int:
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="V4-Flash TP8", choices=sorted(MODELS))
     args = parser.parse_args()
-    flash_mla._plan = _plan_with_cap
+    flash_mla._plan = _plan_with_options
     print(f"device {torch.cuda.get_device_name()}; copy {copy_bandwidth() / 1e12:.2f} TB/s; {args.model}")
     print("| B | splits | " + " | ".join(f"{n} us" for n, *_ in TILINGS) + " | " +
           " | ".join(f"{n} err" for n, *_ in TILINGS) + " | roofline us |")
@@ -59,8 +59,8 @@ def main() -> None:
         ref = sparse_decode_ref(**sets[0])
         for splits in split_counts:
             # a split count over BLOCK_T 32's tile count runs as half of it there (the sweep's split counts)
-            configs = [config(h, bt, min(splits, 1 << tiles(problem, bt).bit_length() - 1), cap)
-                       for _, h, bt, cap in TILINGS]
+            configs = [config(h, bt, min(splits, 1 << tiles(problem, bt).bit_length() - 1), options)
+                       for _, h, bt, options in TILINGS]
             errors = []
             for c in configs:
                 out, lse = sparse_decode(**sets[0], config=c)

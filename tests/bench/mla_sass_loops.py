@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("block_t", nargs="?", type=int, default=16)
     parser.add_argument("--maxnreg", type=int)
     parser.add_argument("--h-tile", type=int, default=16, help="8: the heads-as-N kernel (_mla_mma8)")
+    parser.add_argument("--defer-pv", action="store_true", help="H_TILE 8: each tile's PV in the next step")
     parser.add_argument("--kernel", help="a copy of kernels/_mla_mma.py to compile instead")
     args = parser.parse_args()
     if args.kernel:
@@ -74,6 +75,8 @@ def main() -> None:
     launch = launches(problem, config)[0]
     if args.maxnreg:
         launch.kwargs["maxnreg"] = args.maxnreg
+    if args.defer_pv:
+        launch.kwargs["DEFER_PV"] = True
     compiled = compile_launch(launch, get_arch("sm_90"))
     regs, spill = cubin_resources(compiled.asm["cubin"])
     sass = cuobjdump(compiled.asm["cubin"], "-sass")
