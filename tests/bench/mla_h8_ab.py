@@ -1,7 +1,7 @@
 """The mma path's two head tilings side by side at DeepSeek-V4-Flash TP 8 (8 heads): 16 head rows, half of
 them padding (``_mla_mma``, H_TILE 16) against the 8 heads as the MMA's N (``_mla_mma8``, H_TILE 8).
 
-``python3 tests/bench/mla_h8_ab.py [--rounds 3]``: at B = 1, 8, 64, 256, for the split counts near the tuned
+``python3 tests/bench/mla_h8_ab.py [--rounds 3] [--batches 1,8,64,256]``: at B = 1, 8, 64, 256, for the split counts near the tuned
 ones, every config runs on the same inputs: its rel_error against ``sparse_decode_ref`` (out and lse) and its
 time (``bench_flash_mla.graph_time``, the configs interleaved, best of ``--rounds``). PDL 1 where there are
 splits (sm_90+). Split counts 3 x 2^k are outside the space (measured for the register cap's three programs
@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="V4-Flash TP8", choices=sorted(MODELS))
+    parser.add_argument("--batches", default="1,8,64,256", help="comma-separated B values (of 1, 8, 64, 256)")
     args = parser.parse_args()
     flash_mla._plan = _plan_with_options
     print(f"device {torch.cuda.get_device_name()}; copy {copy_bandwidth() / 1e12:.2f} TB/s; {args.model}")
@@ -53,7 +54,8 @@ def main() -> None:
           " | ".join(f"{n} err" for n, *_ in TILINGS) + " | roofline us |")
     print("|---|---|" + "---|" * (2 * len(TILINGS) + 1))
     bw = copy_bandwidth()
-    for batch, split_counts in SPLITS.items():
+    for batch in map(int, args.batches.split(",")):
+        split_counts = SPLITS[batch]
         problem = SparseDecodeProblem(B=batch, **MODELS[args.model])
         sets = input_sets(problem)
         ref = sparse_decode_ref(**sets[0])
