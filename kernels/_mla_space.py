@@ -143,7 +143,7 @@ SPACE = ConfigSpace(
 # on the H200 (`tests/bench/bench_mla_defaults.py`, every split count at B = 1-64 and the sweep at 256) it is
 # the fastest split or within 15% of it for V3.2 and V4-Flash TP 8, and 2.8-8.2x faster than the Triton space
 # default at B = 1-8 (the combine merges up to 64 splits in one round trip). With at most 8 heads (V4-Flash
-# TP 8) the heads-as-N kernel at BLOCK_T 32 (twentieth session, H100, `tests/bench/mla_h8_ab.py`): 1.06-1.24x
+# TP 8) the heads-as-N kernel at BLOCK_T 32 (twentieth session, H100, `tests/bench/mla_h8_ab.py`): 1.06-1.23x
 # the 16-row kernel at B = 8-256, 0.2 us slower at B = 1.
 _MMA_DEFAULT = {"PATH": "mma", "BLOCK_T": 16, "H_TILE": 16, "num_warps": 4, "num_stages": 1}
 _MMA_DEFAULT_FEW_HEADS = {"PATH": "mma", "BLOCK_T": 32, "H_TILE": 8, "num_warps": 4, "num_stages": 1}
