@@ -176,24 +176,11 @@ def _follow(inv, grow_by, ref):
 
 
 @gluon.jit
-def _pv(acc0, acc1, acc_r, v0, v1, vr, w0, w1, wr, LAYOUT: gl.constexpr):
-    """The PV products of one tile added to the accumulators (v4: and its rope columns)."""
-    acc0 = mma_v2(v0, w0, acc0)
-    acc1 = mma_v2(v1, w1, acc1)
-    if LAYOUT == 1:  # the rope values are output columns 448-511
-        acc_r = mma_v2(vr, wr, acc_r)
-    return acc0, acc1, acc_r
-
-
-@gluon.jit
 def _attend(q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1,
-            v0, v1, vr, w0, w1, wr, sbuf, top_buf, LAYOUT: gl.constexpr, BT: gl.constexpr, DEFER: gl.constexpr):
+            sbuf, top_buf, LAYOUT: gl.constexpr, BT: gl.constexpr):
     """One online-softmax step over a tile (exp2 space), as ``_mla_mma._attend`` with the products
     transposed: scores [BT, 8], accumulators [4, dims, 8]; ``sc0`` / ``sc1`` [4, BT] come in the load layout
-    (-1 marks an invalid token). Returns the tile's PV operands too (V^T and the weights). With DEFER the tile's
-    PV is left to the next step, which adds it (``v0`` .. ``wr``: the previous tile's operands, zeros at the
-    first) between its QK and its score exchange, so that those MMAs run in the exchange's and the softmax's
-    latency; the sums and their order are unchanged (a rebase still sees every earlier tile's PV)."""
+    (-1 marks an invalid token)."""
     mma: gl.constexpr = _mma3()
     sc_l: gl.constexpr = gl.SliceLayout(2, mma)
     sc0 = gl.convert_layout(sc0, sc_l)
@@ -210,8 +197,6 @@ def _attend(q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, 
     else:
         part = mma_v2(k0, q0, zero) * sc0[:, :, None] + bias + mma_v2(k1, q1, zero) * sc1[:, :, None]
     part = mma_v2(r_op, qr, part)
-    if DEFER:
-        acc0, acc1, acc_r = _pv(acc0, acc1, acc_r, v0, v1, vr, w0, w1, wr, LAYOUT)
     if LAYOUT == 0:
         top = gl.max(sc0, axis=1)
     else:
@@ -247,13 +232,12 @@ def _attend(q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, 
         w1 = w0
     else:
         w1 = _weights((pw * sc1[:, :, None]).to(gl.float16), BT)
-    wr = _weights(gl.broadcast((p * inv_r[None, :])[None, :, :], zero)[0].to(gl.bfloat16), BT)  # v4 only
-    v0 = _v_operand(k0, BT, 64)
-    v1 = _v_operand(k1, BT, 64)
-    vr = _v_operand(r_op, BT, 16)
-    if not DEFER:
-        acc0, acc1, acc_r = _pv(acc0, acc1, acc_r, v0, v1, vr, w0, w1, wr, LAYOUT)
-    return m_new, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, v0, v1, vr, w0, w1, wr
+    acc0 = mma_v2(_v_operand(k0, BT, 64), w0, acc0)
+    acc1 = mma_v2(_v_operand(k1, BT, 64), w1, acc1)
+    if LAYOUT == 1:  # the rope values are output columns 448-511
+        wr = _weights(gl.broadcast((p * inv_r[None, :])[None, :, :], zero)[0].to(gl.bfloat16), BT)
+        acc_r = mma_v2(_v_operand(r_op, BT, 16), wr, acc_r)
+    return m_new, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r
 
 
 @gluon.jit
@@ -284,11 +268,10 @@ def mla_decode_mma8_kernel(
     sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, S_q, H, scale_log2,
     LAYOUT: gl.constexpr, PAGE: gl.constexpr, BLOCK_T: gl.constexpr, H_TILE: gl.constexpr,
     NUM_SPLITS: gl.constexpr, HAS_LEN: gl.constexpr, HAS_XLEN: gl.constexpr, HAS_SINK: gl.constexpr,
-    LONELY_POS: gl.constexpr, PDL: gl.constexpr = False, DEFER_PV: gl.constexpr = False,
+    LONELY_POS: gl.constexpr, PDL: gl.constexpr = False,
 ):
     """Partial (or, with NUM_SPLITS == 1, final) attention of one (8-head tile, row, split); the arguments
-    and the loop are those of ``_mla_mma.mla_decode_mma_kernel``. DEFER_PV: each tile's PV runs in the next
-    step (``_attend``)."""
+    and the loop are those of ``_mla_mma.mla_decode_mma_kernel``."""
     gl.static_assert(H_TILE == HN, "the heads-as-N path runs 8 heads per program")
     if PDL:
         gl_gdc_launch_dependents()
@@ -326,24 +309,16 @@ def mla_decode_mma8_kernel(
                                   gl.where(main, n_tok, x_n_tok), gl.where(main, pw_main, pw_extra), PAGE, LAYOUT,
                                   BLOCK_T)
     ids = ids_next
-    v0 = gl.zeros((4, 64, BLOCK_T), gl.float16, layout=_a_op())  # the pending PV operands (DEFER_PV): none
-    v1 = gl.zeros((4, 64, BLOCK_T), gl.float16, layout=_a_op())
-    vr = gl.zeros((4, 16, BLOCK_T), gl.bfloat16, layout=_a_op())
-    w0 = gl.zeros((4, BLOCK_T, HN), gl.float16, layout=_b_op())
-    w1 = gl.zeros((4, BLOCK_T, HN), gl.float16, layout=_b_op())
-    wr = gl.zeros((4, BLOCK_T, HN), gl.bfloat16, layout=_b_op())
     for tile in range(lo, hi):
         main = tile + 1 < tiles_main
         raw1, rope1, sc01, sc11 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
                                           gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
                                           gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BLOCK_T)
         ids = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
-        m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, v0, v1, vr, w0, w1, wr = _attend(
-            q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1,
-            v0, v1, vr, w0, w1, wr, sbuf, top_buf, LAYOUT, BLOCK_T, DEFER_PV)
+        m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _attend(
+            q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1, sbuf,
+            top_buf, LAYOUT, BLOCK_T)
         raw, rope, sc0, sc1 = raw1, rope1, sc01, sc11
-    if DEFER_PV:
-        acc0, acc1, acc_r = _pv(acc0, acc1, acc_r, v0, v1, vr, w0, w1, wr, LAYOUT)
     inv = gl.where(l > 0, 1.0 / l, 0.0)
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
     o, o_r = _output(acc0, acc1, acc_r, ref, ref_r, inv)

@@ -22,7 +22,8 @@
 #   down-tests   the GPU tests of DOWN_TILES (tests/test_mxfp4_moe.py -k down_tiles)
 #   moe-probe    gpt-oss M = 8 / 32 launch by launch next to K = I = 3072 and DeepSeek's activation (moe_kernel_times.py --probe)
 #   mla-h8-tests the GPU tests of FlashMLA's mma path, both head tilings (tests/test_flash_mla.py -k mma_path)
-#   mla-defer    the same at B = 64 and 256 only, 2 rounds (for its DEFER_PV columns)
+#   mla-defer    the same at B = 64 and 256, 2 rounds, with a column for mla_defer_pv.patch (each tile's PV
+#                in the next step; never run)
 #   mla-h8       FlashMLA's mma path at V4-Flash TP 8: 16 head rows against 8 heads as the MMA's N (mla_h8_ab.py)
 set -u
 out=${OUT:-/tmp/aotune-gpu}
@@ -60,7 +61,9 @@ for step in "$@"; do
                   AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist \
                     tests/test_flash_mla.py -k "mma_path or runtime_default" 2>&1 | tail -25 | tee "$out/mla_h8_tests.txt" ;;
     mla-h8) (cd tests/bench && timeout 300 python3 mla_h8_ab.py) 2>&1 | tee "$out/mla_h8.txt" ;;
-    mla-defer) (cd tests/bench && timeout 200 python3 mla_h8_ab.py --batches 64,256 --rounds 2) 2>&1 | tee "$out/mla_defer.txt" ;;
+    mla-defer) patch -s -o /tmp/mla_mma8_defer.py kernels/_mla_mma8.py tests/bench/mla_defer_pv.patch &&
+               (cd tests/bench && timeout 200 python3 mla_h8_ab.py --batches 64,256 --rounds 2 \
+                  --variant /tmp/mla_mma8_defer.py) 2>&1 | tee "$out/mla_defer.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
     *) echo "unknown step $step (see the list at the top)" ;;
   esac

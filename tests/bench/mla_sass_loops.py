@@ -51,12 +51,13 @@ def load_use_distances(sass: str) -> list[int]:
     return sorted(out)
 
 
-def load_variant(path: str) -> object:
-    """``mla_decode_mma_kernel`` of the module at ``path`` (a copy of ``kernels/_mla_mma.py``)."""
+def load_variant(path: str, name: str = "mla_decode_mma_kernel") -> object:
+    """The kernel ``name`` of the module at ``path`` (a copy of ``kernels/_mla_mma.py``, or of
+    ``kernels/_mla_mma8.py`` with ``name`` "mla_decode_mma8_kernel")."""
     spec = importlib.util.spec_from_file_location(f"mla_variant_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.mla_decode_mma_kernel
+    return getattr(module, name)
 
 
 def main() -> None:
@@ -65,10 +66,13 @@ def main() -> None:
     parser.add_argument("block_t", nargs="?", type=int, default=16)
     parser.add_argument("--maxnreg", type=int)
     parser.add_argument("--h-tile", type=int, default=16, help="8: the heads-as-N kernel (_mla_mma8)")
-    parser.add_argument("--defer-pv", action="store_true", help="H_TILE 8: each tile's PV in the next step")
-    parser.add_argument("--kernel", help="a copy of kernels/_mla_mma.py to compile instead")
+    parser.add_argument("--defer-pv", action="store_true",
+                        help="H_TILE 8 with --kernel patched by mla_defer_pv.patch: each tile's PV in the next step")
+    parser.add_argument("--kernel", help="a copy of kernels/_mla_mma.py (--h-tile 8: _mla_mma8.py) to compile instead")
     args = parser.parse_args()
-    if args.kernel:
+    if args.kernel and args.h_tile == 8:
+        flash_mla.mla_decode_mma8_kernel = load_variant(args.kernel, "mla_decode_mma8_kernel")
+    elif args.kernel:
         flash_mla.mla_decode_mma_kernel = load_variant(args.kernel)
     problem = SparseDecodeProblem(B=256, **MODELS[args.model])
     config = dict(PATH="mma", BLOCK_T=args.block_t, H_TILE=args.h_tile, NUM_SPLITS=1, num_warps=4, num_stages=1)
