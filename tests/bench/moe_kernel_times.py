@@ -6,8 +6,9 @@ rotated weight sets of ``bench_mxfp4_moe`` (weights out of L2) under ``torch.pro
 kernel's mean device time, the weight bytes it reads (first GEMM: w13 of the routed experts; second: w2) and
 those bytes over its time as a fraction of the measured copy bandwidth, and the whole call in a CUDA graph.
 ``--probe`` runs gpt-oss-120b's M = 8 / 32 rows instead, next to the same call with 3072 for its 2880 (K and I)
-and / or DeepSeek's activation without biases: which of the two keeps gpt-oss's GEMMs at 0.73-0.76 of copy
-bandwidth where V4-Flash TP 1 reaches 0.87-0.89 with the same tiles (BENCHMARKS.md, MoE, twentieth session).
+and / or DeepSeek's activation without biases (run in the twentieth session: 2880 takes as long as 3072), and
+with 2816 and 2944 (not run yet): what keeps gpt-oss's GEMMs at 0.73-0.76 of copy bandwidth where V4-Flash TP 1
+reaches 0.87-0.89 with the same tiles (BENCHMARKS.md, MoE, twentieth session).
 """
 from __future__ import annotations
 
@@ -35,8 +36,11 @@ ROWS = [("dsv4-flash-tp1", 1, _GEMV), ("gpt-oss-120b-tp1", 1, _GEMV),
         ("dsv4-flash-tp1", 8, dict(_MMA, BLOCK_N=32, num_warps=1, SPLIT_K=1))]
 _OSS = bench.MODELS["gpt-oss-120b-tp1"]
 _PLAIN = dict(K=2880, I=2880, E=128, top_k=4)  # DeepSeek's swiglu, gate_up halves, no biases
+# 2816: 11 whole BLOCK_K 256 steps, rows 128-byte aligned; 2944: 11 steps and a whole 128-value span, rows 64
+# bytes off a 128-byte line (which of the tail span and the row alignment costs 2880 its twelfth step)
 PROBES = [(fields, m, config) for _, m, config in ROWS[5:7] for fields in
-          (_OSS, dict(_OSS, K=3072, I=3072), _PLAIN, dict(_PLAIN, K=3072, I=3072))]
+          (_OSS, dict(_OSS, K=3072, I=3072), _PLAIN, dict(_PLAIN, K=3072, I=3072), dict(_OSS, K=2816, I=2816),
+           dict(_OSS, K=2944, I=2944))]
 
 
 def gemm_bytes(p: MoEProblem, experts: float) -> tuple[float, float]:
