@@ -365,8 +365,8 @@ H200 = DeviceClass("nvidia", "sm_90", "h200", 232448, 132)
                                         (runtime.INTERPRETER, False)])
 def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: DeviceClass, mma: bool) -> None:
     """The measured rule (``_mla_space.runtime_default``): on sm_80+ the mma path at BLOCK_T 16 (at most 8
-    heads: H_TILE 8, BLOCK_T 32) with the power-of-two split count nearest to two programs per SM (at most 64 and at most the tiles), its combine
-    chained with PDL (sm_90+); else the space default."""
+    heads: H_TILE 8, BLOCK_T 32) with the power-of-two split count nearest to two programs per SM (at most 64
+    and at most the tiles), its combine chained with PDL (sm_90+); else the space default."""
     v32_tp8 = dict(S_q=1, H=16, topk=2048, layout="v32", page_size=64)
     v4_tp8 = dict(S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128, has_sink=True)
     v32_tp1 = dict(v32_tp8, H=128)
