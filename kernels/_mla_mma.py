@@ -176,37 +176,45 @@ def _unpermute(acc, N: gl.constexpr):
 
 
 @gluon.jit
-def _load_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr):
-    """q of the program's 16 head rows (``rows``: row * H + head, int64) as fp16 A operands (two halves
-    [4, 16, 64] in the permuted K order), scaled per row by a power of two 2^-e that puts the row's largest
-    |q| in [2^14, 2^15) (bf16 values are then exact fp16 down to 2^-28 of it), the rope A operand
-    [4, 16, 16] bf16 (same factor) and the factors' inverse 2^e [16] (score layout)."""
+def _scaled_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr, QL: gl.constexpr, RL: gl.constexpr, UP_L: gl.constexpr):
+    """q of a program's head rows (``rows``: row * H + head, int64; ``hmask``: which exist) in memory order:
+    the two halves [4, R, 64] in layout QL and the rope dims [4, R, 16] in RL (warp w: dims 128 w .. and
+    16 w ..), fp32, each row times the power of two 2^-e that puts its largest |q| in [2^14, 2^15) (bf16
+    values are then exact fp16 down to 2^-28 of it), and the factors' inverse 2^e [R] in layout UP_L. Shared
+    by both mma kernels (``_mla_mma8``)."""
     D_QK: gl.constexpr = 576 if LAYOUT == 0 else 512
     NOPE: gl.constexpr = 512 if LAYOUT == 0 else 448
-    ql: gl.constexpr = _q_layout(64)
-    rl: gl.constexpr = _q_layout(16)
-    w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ql)))[:, None, None]
-    d = 128 * w + gl.arange(0, 64, layout=gl.SliceLayout(0, gl.SliceLayout(1, ql)))[None, None, :]
-    base = q_ptr + gl.convert_layout(rows, gl.SliceLayout(0, gl.SliceLayout(2, ql)))[None, :, None] * D_QK
-    rmask = gl.convert_layout(hmask, gl.SliceLayout(0, gl.SliceLayout(2, ql)))[None, :, None]
+    w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, QL)))[:, None, None]
+    d = 128 * w + gl.arange(0, 64, layout=gl.SliceLayout(0, gl.SliceLayout(1, QL)))[None, None, :]
+    base = q_ptr + gl.convert_layout(rows, gl.SliceLayout(0, gl.SliceLayout(2, QL)))[None, :, None] * D_QK
+    rmask = gl.convert_layout(hmask, gl.SliceLayout(0, gl.SliceLayout(2, QL)))[None, :, None]
     q0 = gl.load(base + d, mask=rmask & (d < NOPE), other=0.0).to(gl.float32)
     q1 = gl.load(base + d + 64, mask=rmask & (d + 64 < NOPE), other=0.0).to(gl.float32)
-    wr = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, rl)))[:, None, None]
-    dr = 16 * wr + gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, rl)))[None, None, :]
-    base_r = q_ptr + gl.convert_layout(rows, gl.SliceLayout(0, gl.SliceLayout(2, rl)))[None, :, None] * D_QK
-    rmask_r = gl.convert_layout(hmask, gl.SliceLayout(0, gl.SliceLayout(2, rl)))[None, :, None]
+    wr = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, RL)))[:, None, None]
+    dr = 16 * wr + gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, RL)))[None, None, :]
+    base_r = q_ptr + gl.convert_layout(rows, gl.SliceLayout(0, gl.SliceLayout(2, RL)))[None, :, None] * D_QK
+    rmask_r = gl.convert_layout(hmask, gl.SliceLayout(0, gl.SliceLayout(2, RL)))[None, :, None]
     qr = gl.load(base_r + NOPE + dr, mask=rmask_r, other=0.0).to(gl.float32)
     big_r = gl.max(gl.max(gl.abs(qr), axis=2), axis=0)
     big = gl.maximum(gl.max(gl.max(gl.maximum(gl.abs(q0), gl.abs(q1)), axis=2), axis=0),
-                     gl.convert_layout(big_r, gl.SliceLayout(0, gl.SliceLayout(2, ql))))  # [16]
+                     gl.convert_layout(big_r, gl.SliceLayout(0, gl.SliceLayout(2, QL))))  # [R]
     e = gl.maximum(((big.to(gl.int32, bitcast=True) >> 23) & 0xFF) - 127 - 14, -126)  # 2^-e max|q| in [2^14, 2^15)
     down = ((127 - e) << 23).to(gl.float32, bitcast=True)
-    down_r = gl.convert_layout(down, gl.SliceLayout(0, gl.SliceLayout(2, rl)))[None, :, None]
+    down_r = gl.convert_layout(down, gl.SliceLayout(0, gl.SliceLayout(2, RL)))[None, :, None]
     down = down[None, :, None]
+    up = gl.convert_layout(((127 + e) << 23).to(gl.float32, bitcast=True), UP_L)
+    return q0 * down, q1 * down, qr * down_r, up
+
+
+@gluon.jit
+def _load_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr):
+    """q of the program's 16 head rows as fp16 A operands (two halves [4, 16, 64] in the permuted K order),
+    scaled per row by a power of two (``_scaled_q``), the rope A operand [4, 16, 16] bf16 (same factor) and
+    the factors' inverse [16] (score layout)."""
     rows_l: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(0, _mma3()))
-    up = gl.convert_layout(((127 + e) << 23).to(gl.float32, bitcast=True), rows_l)
-    return (_q_operand((q0 * down).to(gl.float16), 64), _q_operand((q1 * down).to(gl.float16), 64),
-            _q_operand((qr * down_r).to(gl.bfloat16), 16), up)
+    q0, q1, qr, up = _scaled_q(q_ptr, rows, hmask, LAYOUT, _q_layout(64), _q_layout(16), rows_l)
+    return (_q_operand(q0.to(gl.float16), 64), _q_operand(q1.to(gl.float16), 64), _q_operand(qr.to(gl.bfloat16), 16),
+            up)
 
 
 @gluon.jit
@@ -421,6 +429,30 @@ def _store_rows(ptr, o, o_r, rows, hmask, LAYOUT: gl.constexpr):
 
 
 @gluon.jit
+def _store_result(o, o_r, lse2, heads, hmask, qrows, b, row, split, S_q, H, sink_ptr, out_ptr, lse_ptr, part_o_ptr,
+                  part_lse_ptr, LAYOUT: gl.constexpr, NUM_SPLITS: gl.constexpr, HAS_SINK: gl.constexpr,
+                  LONELY_POS: gl.constexpr):
+    """A program's normalized output rows ``o`` / ``o_r`` (store layout) and its log2 lse per head ``lse2``
+    (-inf for a lonely row): with one split the final out (times the sink's factor) and lse, else the fp32
+    partial and ``lse2`` for the combine. Shared by both mma kernels (``_mla_mma8``)."""
+    if NUM_SPLITS == 1:
+        lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
+        if HAS_SINK:
+            sink = gl.load(sink_ptr + heads, mask=hmask, other=0.0)
+            factor = gl.convert_layout(1.0 / (1.0 + gl.exp(sink - lse)), gl.SliceLayout(1, _store_layout()))
+            o = o * factor[:, None]
+            o_r = o_r * factor[:, None]
+        if LONELY_POS:
+            lse = gl.where(lse2 == float("-inf"), float("inf"), lse)
+        gl.store(lse_ptr + (b * H + heads) * S_q + row % S_q, lse, mask=hmask)
+        _store_rows(out_ptr, o, o_r, qrows, hmask, LAYOUT)
+    else:
+        prow = (row.to(gl.int64) * NUM_SPLITS + split) * H + heads
+        gl.store(part_lse_ptr + prow, lse2, mask=hmask)
+        _store_rows(part_o_ptr, o, o_r, prow, hmask, LAYOUT)
+
+
+@gluon.jit
 def mla_decode_mma_kernel(
     q_ptr, u8, bf, f32, idx_ptr, len_ptr, n_tok, page_stride, T,
     xu8, xbf, xf32, xidx_ptr, xlen_ptr, x_n_tok, x_page_stride, TX,
@@ -494,18 +526,5 @@ def mla_decode_mma_kernel(
     inv = gl.where(l > 0, 1.0 / l, 0.0)
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
     o, o_r = _output(acc0, acc1, acc_r, ref, ref_r, inv)
-    if NUM_SPLITS == 1:
-        lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
-        if HAS_SINK:
-            sink = gl.load(sink_ptr + heads, mask=hmask, other=0.0)
-            factor = gl.convert_layout(1.0 / (1.0 + gl.exp(sink - lse)), gl.SliceLayout(1, _store_layout()))
-            o = o * factor[:, None]
-            o_r = o_r * factor[:, None]
-        if LONELY_POS:
-            lse = gl.where(lse2 == float("-inf"), float("inf"), lse)
-        gl.store(lse_ptr + (b * H + heads) * S_q + row % S_q, lse, mask=hmask)
-        _store_rows(out_ptr, o, o_r, qrows, hmask, LAYOUT)
-    else:
-        prow = (row.to(gl.int64) * NUM_SPLITS + split) * H + heads
-        gl.store(part_lse_ptr + prow, lse2, mask=hmask)
-        _store_rows(part_o_ptr, o, o_r, prow, hmask, LAYOUT)
+    _store_result(o, o_r, lse2, heads, hmask, qrows, b, row, split, S_q, H, sink_ptr, out_ptr, lse_ptr, part_o_ptr,
+                  part_lse_ptr, LAYOUT, NUM_SPLITS, HAS_SINK, LONELY_POS)

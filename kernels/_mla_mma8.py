@@ -27,8 +27,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from aotune.kernels._mla_kernels import row_limits, split_range
-from aotune.kernels._mla_mma import (REBASE, _fp8x4_f16, _gather, _mma3, _raw_layout, _store_layout, _store_rows,
-                                     _tile_ids, _top_layout)
+from aotune.kernels._mla_mma import (REBASE, _fp8x4_f16, _gather, _mma3, _raw_layout, _scaled_q, _store_layout,
+                                     _store_result, _tile_ids, _top_layout)
 from aotune.kernels._pdl import gl_gdc_launch_dependents
 
 HN = gl.constexpr(8)  # heads per program (the MMA's N)
@@ -134,36 +134,13 @@ def _q_operand(q, K: gl.constexpr):
 
 @gluon.jit
 def _load_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr):
-    """q of the program's 8 heads (``rows``: row * H + head, int64) as fp16 B operands (two halves
-    [4, 64, 8] in the permuted K order), scaled per head by a power of two 2^-e that puts the head's largest
-    |q| in [2^14, 2^15) (as ``_mla_mma._load_q``), the rope B operand [4, 16, 8] bf16 (same factor) and the
-    factors' inverse 2^e [8] (head layout)."""
-    D_QK: gl.constexpr = 576 if LAYOUT == 0 else 512
-    NOPE: gl.constexpr = 512 if LAYOUT == 0 else 448
-    ql: gl.constexpr = _q8_layout(64)
-    rl: gl.constexpr = _q8_layout(16)
-    w = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, ql)))[:, None, None]
-    d = 128 * w + gl.arange(0, 64, layout=gl.SliceLayout(0, gl.SliceLayout(1, ql)))[None, None, :]
-    base = q_ptr + gl.convert_layout(rows, gl.SliceLayout(0, gl.SliceLayout(2, ql)))[None, :, None] * D_QK
-    rmask = gl.convert_layout(hmask, gl.SliceLayout(0, gl.SliceLayout(2, ql)))[None, :, None]
-    q0 = gl.load(base + d, mask=rmask & (d < NOPE), other=0.0).to(gl.float32)
-    q1 = gl.load(base + d + 64, mask=rmask & (d + 64 < NOPE), other=0.0).to(gl.float32)
-    wr = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, rl)))[:, None, None]
-    dr = 16 * wr + gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, rl)))[None, None, :]
-    base_r = q_ptr + gl.convert_layout(rows, gl.SliceLayout(0, gl.SliceLayout(2, rl)))[None, :, None] * D_QK
-    rmask_r = gl.convert_layout(hmask, gl.SliceLayout(0, gl.SliceLayout(2, rl)))[None, :, None]
-    qr = gl.load(base_r + NOPE + dr, mask=rmask_r, other=0.0).to(gl.float32)
-    big_r = gl.max(gl.max(gl.abs(qr), axis=2), axis=0)
-    big = gl.maximum(gl.max(gl.max(gl.maximum(gl.abs(q0), gl.abs(q1)), axis=2), axis=0),
-                     gl.convert_layout(big_r, gl.SliceLayout(0, gl.SliceLayout(2, ql))))  # [8]
-    e = gl.maximum(((big.to(gl.int32, bitcast=True) >> 23) & 0xFF) - 127 - 14, -126)  # 2^-e max|q| in [2^14, 2^15)
-    down = ((127 - e) << 23).to(gl.float32, bitcast=True)
-    down_r = gl.convert_layout(down, gl.SliceLayout(0, gl.SliceLayout(2, rl)))[None, :, None]
-    down = down[None, :, None]
+    """q of the program's 8 heads as fp16 B operands (two halves [4, 64, 8] in the permuted K order), scaled
+    per head by a power of two (``_mla_mma._scaled_q``), the rope B operand [4, 16, 8] bf16 (same factor) and
+    the factors' inverse [8] (head layout)."""
     heads_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(0, _mma3()))
-    up = gl.convert_layout(((127 + e) << 23).to(gl.float32, bitcast=True), heads_l)
-    return (_q_operand((q0 * down).to(gl.float16), 64), _q_operand((q1 * down).to(gl.float16), 64),
-            _q_operand((qr * down_r).to(gl.bfloat16), 16), up)
+    q0, q1, qr, up = _scaled_q(q_ptr, rows, hmask, LAYOUT, _q8_layout(64), _q8_layout(16), heads_l)
+    return (_q_operand(q0.to(gl.float16), 64), _q_operand(q1.to(gl.float16), 64), _q_operand(qr.to(gl.bfloat16), 16),
+            up)
 
 
 @gluon.jit
@@ -325,18 +302,5 @@ def mla_decode_mma8_kernel(
     inv = gl.where(l > 0, 1.0 / l, 0.0)
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
     o, o_r = _output(acc0, acc1, acc_r, ref, ref_r, inv)
-    if NUM_SPLITS == 1:
-        lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
-        if HAS_SINK:
-            sink = gl.load(sink_ptr + heads, mask=hmask, other=0.0)
-            factor = gl.convert_layout(1.0 / (1.0 + gl.exp(sink - lse)), gl.SliceLayout(1, _store_layout()))
-            o = o * factor[:, None]
-            o_r = o_r * factor[:, None]
-        if LONELY_POS:
-            lse = gl.where(lse2 == float("-inf"), float("inf"), lse)
-        gl.store(lse_ptr + (b * H + heads) * S_q + row % S_q, lse, mask=hmask)
-        _store_rows(out_ptr, o, o_r, qrows, hmask, LAYOUT)
-    else:
-        prow = (row.to(gl.int64) * NUM_SPLITS + split) * H + heads
-        gl.store(part_lse_ptr + prow, lse2, mask=hmask)
-        _store_rows(part_o_ptr, o, o_r, prow, hmask, LAYOUT)
+    _store_result(o, o_r, lse2, heads, hmask, qrows, b, row, split, S_q, H, sink_ptr, out_ptr, lse_ptr, part_o_ptr,
+                  part_lse_ptr, LAYOUT, NUM_SPLITS, HAS_SINK, LONELY_POS)
