@@ -27,8 +27,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from aotune.kernels._mla_kernels import row_limits, split_range
-from aotune.kernels._mla_mma import (REBASE, _fp8x4_f16, _gather, _mma3, _raw_layout, _scaled_q, _store_layout,
-                                     _store_result, _tile_ids, _top_layout)
+from aotune.kernels._mla_mma import (REBASE, _follow, _fp8x4_f16, _gather, _mma3, _raw_layout, _scaled_q,
+                                     _store_layout, _store_result, _tile_ids, _top_layout)
 from aotune.kernels._pdl import gl_gdc_launch_dependents
 
 HN = gl.constexpr(8)  # heads per program (the MMA's N)
@@ -147,12 +147,6 @@ def _load_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr):
 def _rebase(acc, ref, new):
     """``acc`` [4, N, 8] from units of ``ref`` [8] to units of ``new`` [8] (>= ref)."""
     return acc * gl.where(new > 0, gl.fdiv(ref, new), 1.0)[None, :][None, :, :]  # approximate: 2 ulp
-
-
-@gluon.jit
-def _follow(inv, grow_by, ref):
-    """As ``_mla_mma._follow``: the inverse of a reference just multiplied by ``1 / grow_by``."""
-    return gl.where(ref > 0, gl.minimum(inv * grow_by, 3.4028234663852886e38), 0.0)
 
 
 @gluon.jit
