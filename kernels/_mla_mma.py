@@ -430,11 +430,13 @@ def _store_rows(ptr, o, o_r, rows, hmask, LAYOUT: gl.constexpr):
 
 @gluon.jit
 def _store_result(o, o_r, lse2, heads, hmask, qrows, b, row, split, S_q, H, sink_ptr, out_ptr, lse_ptr, part_o_ptr,
-                  part_lse_ptr, LAYOUT: gl.constexpr, NUM_SPLITS: gl.constexpr, HAS_SINK: gl.constexpr,
-                  LONELY_POS: gl.constexpr):
+                  part_lse_ptr, ticket_ptr, LAYOUT: gl.constexpr, NUM_SPLITS: gl.constexpr, HAS_SINK: gl.constexpr,
+                  LONELY_POS: gl.constexpr, FUSED: gl.constexpr):
     """A program's normalized output rows ``o`` / ``o_r`` (store layout) and its log2 lse per head ``lse2``
     (-inf for a lonely row): with one split the final out (times the sink's factor) and lse, else the fp32
-    partial and ``lse2`` for the combine. Shared by both mma kernels (``_mla_mma8``)."""
+    partial and ``lse2`` for the combine; with ``FUSED`` (config COMBINE "fused") the last split of the row and
+    head tile to finish merges them itself (``_last_split``, ``_merge_splits``). Shared by both mma kernels
+    (``_mla_mma8``)."""
     if NUM_SPLITS == 1:
         lse = lse2 * 0.6931471805599453  # ln(2): back to natural-log units
         if HAS_SINK:
@@ -450,16 +452,86 @@ def _store_result(o, o_r, lse2, heads, hmask, qrows, b, row, split, S_q, H, sink
         prow = (row.to(gl.int64) * NUM_SPLITS + split) * H + heads
         gl.store(part_lse_ptr + prow, lse2, mask=hmask)
         _store_rows(part_o_ptr, o, o_r, prow, hmask, LAYOUT)
+        if FUSED:
+            if _last_split(ticket_ptr, row, NUM_SPLITS):
+                _merge_splits(part_o_ptr, part_lse_ptr, sink_ptr, out_ptr, lse_ptr, heads, hmask, b, row, S_q, H,
+                              NUM_SPLITS, HAS_SINK, LONELY_POS)
+
+
+@gluon.jit
+def _last_split(ticket_ptr, row, NUM_SPLITS: gl.constexpr):
+    """Whether this program is the last of its (row, head tile)'s splits to finish. Every thread's partial
+    stores come before the ticket (a CTA barrier, then one thread's gpu-scope acq_rel add: the release is
+    cumulative), the last program's loads after it (acquire, then the barrier that hands the old value to
+    every thread). That program sets the ticket back to 0, so the tickets are all 0 between calls."""
+    slot = row * gl.num_programs(0) + gl.program_id(0)
+    gl.thread_barrier()
+    last = gl.atomic_add(ticket_ptr + slot, 1, sem="acq_rel", scope="gpu") == NUM_SPLITS - 1
+    if last:
+        gl.store(ticket_ptr + slot, 0)
+    return last
+
+
+@gluon.jit
+def _merge_splits(part_o_ptr, part_lse_ptr, sink_ptr, out_ptr, lse_ptr, heads, hmask, b, row, S_q, H,
+                  NUM_SPLITS: gl.constexpr, HAS_SINK: gl.constexpr, LONELY_POS: gl.constexpr):
+    """The combine kernel's merge (``_mla_kernels.mla_combine_kernel``: the largest lse, then every split's
+    weight against it, in fp32) of this program's heads. The partial rows are loaded ``CHUNK`` splits at a time
+    as one [CHUNK, rows, 512] tensor (a thread's CHUNK x rows x 4 floats, 128, all in flight at once) and from
+    L2 (``.cg``: other SMs wrote them); each chunk is summed in registers before it is added."""
+    ROWS: gl.constexpr = heads.shape[0]
+    CHUNK: gl.constexpr = 32 // ROWS
+    l3: gl.constexpr = gl.BlockedLayout([CHUNK, 1, 4], [1, 1, 32], [1, 4, 1], [2, 1, 0])
+    lse_l: gl.constexpr = gl.SliceLayout(2, l3)  # [CHUNK, rows]
+    o_l: gl.constexpr = gl.SliceLayout(0, l3)  # [rows, 512]
+    rows_l: gl.constexpr = gl.SliceLayout(0, lse_l)
+    heads = gl.convert_layout(heads, rows_l)
+    hmask = gl.convert_layout(hmask, rows_l)
+    prow = row.to(gl.int64) * NUM_SPLITS * H + heads  # split k of these heads is partial row prow + k * H
+    ks = gl.arange(0, CHUNK, layout=gl.SliceLayout(1, lse_l))
+    m = gl.full((ROWS,), float("-inf"), gl.float32, layout=rows_l)
+    for k0 in range(0, NUM_SPLITS, CHUNK):  # a split without tokens (or past NUM_SPLITS) has lse -inf
+        valid = hmask[None, :] & (k0 + ks < NUM_SPLITS)[:, None]
+        lse_k = gl.load(part_lse_ptr + prow[None, :] + (k0 + ks)[:, None] * H, mask=valid, other=float("-inf"),
+                        cache_modifier=".cg")
+        m = gl.maximum(m, gl.max(lse_k, axis=0))
+    m_safe = gl.where(m == float("-inf"), 0.0, m)
+    cols2 = gl.arange(0, 512, layout=gl.SliceLayout(0, o_l))[None, :]
+    cols = cols2[None, :, :]
+    total = gl.zeros((ROWS,), gl.float32, layout=rows_l)
+    o = gl.zeros((ROWS, 512), gl.float32, layout=o_l)
+    for k0 in range(0, NUM_SPLITS, CHUNK):
+        valid = hmask[None, :] & (k0 + ks < NUM_SPLITS)[:, None]
+        prow_k = prow[None, :] + (k0 + ks)[:, None] * H
+        lse_k = gl.load(part_lse_ptr + prow_k, mask=valid, other=float("-inf"), cache_modifier=".cg")
+        rows_k = gl.load(part_o_ptr + prow_k[:, :, None] * 512 + cols, mask=valid[:, :, None], other=0.0,
+                         cache_modifier=".cg")
+        w = gl.exp2(lse_k - m_safe[None, :])  # 0 where masked: exp2(-inf)
+        total += gl.sum(w, axis=0)
+        o += gl.sum(w[:, :, None] * rows_k, axis=0)
+    ok = gl.convert_layout(total > 0, gl.SliceLayout(1, o_l))
+    o = o * gl.where(ok, 1.0 / gl.convert_layout(total, gl.SliceLayout(1, o_l)), 0.0)[:, None]
+    lse2 = gl.where(total > 0, m_safe + gl.log2(total), float("-inf"))
+    lse = lse2 * 0.6931471805599453
+    if HAS_SINK:
+        factor = 1.0 + gl.exp(gl.load(sink_ptr + heads, mask=hmask, other=0.0) - lse)
+        o = o / gl.convert_layout(factor, gl.SliceLayout(1, o_l))[:, None]
+    if LONELY_POS:
+        lse = gl.where(lse2 == float("-inf"), float("inf"), lse)
+    gl.store(lse_ptr + (b * H + heads) * S_q + row % S_q, lse, mask=hmask)
+    orow = gl.convert_layout(row.to(gl.int64) * H + heads, gl.SliceLayout(1, o_l))[:, None]
+    gl.store(out_ptr + orow * 512 + cols2, o.to(gl.bfloat16),
+             mask=gl.convert_layout(hmask, gl.SliceLayout(1, o_l))[:, None])
 
 
 @gluon.jit
 def mla_decode_mma_kernel(
     q_ptr, u8, bf, f32, idx_ptr, len_ptr, n_tok, page_stride, T,
     xu8, xbf, xf32, xidx_ptr, xlen_ptr, x_n_tok, x_page_stride, TX,
-    sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, S_q, H, scale_log2,
+    sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, ticket_ptr, S_q, H, scale_log2,
     LAYOUT: gl.constexpr, PAGE: gl.constexpr, BLOCK_T: gl.constexpr, H_TILE: gl.constexpr,
     NUM_SPLITS: gl.constexpr, HAS_LEN: gl.constexpr, HAS_XLEN: gl.constexpr, HAS_SINK: gl.constexpr,
-    LONELY_POS: gl.constexpr, PDL: gl.constexpr = False,
+    LONELY_POS: gl.constexpr, PDL: gl.constexpr = False, FUSED: gl.constexpr = False,
 ):
     """Partial (or, with NUM_SPLITS == 1, final) attention of one (head tile, row, split); the arguments are
     those of ``_mla_kernels.mla_decode_kernel``. The next tile's bytes are loaded while one computes, and the
@@ -527,4 +599,4 @@ def mla_decode_mma_kernel(
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
     o, o_r = _output(acc0, acc1, acc_r, ref, ref_r, inv)
     _store_result(o, o_r, lse2, heads, hmask, qrows, b, row, split, S_q, H, sink_ptr, out_ptr, lse_ptr, part_o_ptr,
-                  part_lse_ptr, LAYOUT, NUM_SPLITS, HAS_SINK, LONELY_POS)
+                  part_lse_ptr, ticket_ptr, LAYOUT, NUM_SPLITS, HAS_SINK, LONELY_POS, FUSED)

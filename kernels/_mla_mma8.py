@@ -239,10 +239,10 @@ def _output(acc0, acc1, acc_r, ref, ref_r, inv):
 def mla_decode_mma8_kernel(
     q_ptr, u8, bf, f32, idx_ptr, len_ptr, n_tok, page_stride, T,
     xu8, xbf, xf32, xidx_ptr, xlen_ptr, x_n_tok, x_page_stride, TX,
-    sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, S_q, H, scale_log2,
+    sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, ticket_ptr, S_q, H, scale_log2,
     LAYOUT: gl.constexpr, PAGE: gl.constexpr, BLOCK_T: gl.constexpr, H_TILE: gl.constexpr,
     NUM_SPLITS: gl.constexpr, HAS_LEN: gl.constexpr, HAS_XLEN: gl.constexpr, HAS_SINK: gl.constexpr,
-    LONELY_POS: gl.constexpr, PDL: gl.constexpr = False,
+    LONELY_POS: gl.constexpr, PDL: gl.constexpr = False, FUSED: gl.constexpr = False,
 ):
     """Partial (or, with NUM_SPLITS == 1, final) attention of one (8-head tile, row, split); the arguments
     and the loop are those of ``_mla_mma.mla_decode_mma_kernel``."""
@@ -297,4 +297,4 @@ def mla_decode_mma8_kernel(
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
     o, o_r = _output(acc0, acc1, acc_r, ref, ref_r, inv)
     _store_result(o, o_r, lse2, heads, hmask, qrows, b, row, split, S_q, H, sink_ptr, out_ptr, lse_ptr, part_o_ptr,
-                  part_lse_ptr, LAYOUT, NUM_SPLITS, HAS_SINK, LONELY_POS)
+                  part_lse_ptr, ticket_ptr, LAYOUT, NUM_SPLITS, HAS_SINK, LONELY_POS, FUSED)

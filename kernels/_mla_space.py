@@ -47,6 +47,23 @@ def path_of(config: Config) -> str:
     return config.get("PATH", "triton")
 
 
+def combine_of(config: Config) -> str:
+    """How the split partials are merged: "launch" (the combine kernel; also configs from before the choice)
+    or "fused" (the last split program of each row and head tile, mma path only)."""
+    return config.get("COMBINE", "launch")
+
+
+def combine_fits(config: Config, problem: SparseDecodeProblem) -> str | None:
+    """COMBINE "fused" is the mma path's (Gluon atomics), needs splits to merge and has no second launch to chain
+    with PDL."""
+    combine = combine_of(config)
+    if combine not in ("launch", "fused"):
+        return f"COMBINE is 'launch' or 'fused', not {combine!r}"
+    if combine == "fused" and (path_of(config) != "mma" or config["NUM_SPLITS"] == 1 or config.get("PDL", 0)):
+        return "COMBINE 'fused' needs PATH 'mma', NUM_SPLITS > 1 and PDL 0 (one launch: nothing to chain)"
+    return None
+
+
 def _tiles(config: Config, problem: SparseDecodeProblem) -> int:
     block = config["BLOCK_T"]
     return -(-problem.topk // block) + -(-problem.extra_topk // block)
@@ -113,7 +130,7 @@ def mma_fits(config: Config, problem: SparseDecodeProblem) -> str | None:
 
 def _sglang(block_t: int, h_tile: int, warps: int) -> Config:
     return {"PATH": "triton", "BLOCK_T": block_t, "H_TILE": h_tile, "NUM_SPLITS": 1, "num_warps": warps,
-            "num_stages": 2, "PDL": 0}
+            "num_stages": 2, "PDL": 0, "COMBINE": "launch"}
 
 
 # num_stages 1-2: the kernel's register pipeline (one tile of gathers in flight); 3: the same loop through
@@ -125,12 +142,14 @@ SPACE = ConfigSpace(
     params={
         "PATH": Choice("triton", "mma"), "BLOCK_T": Choice(16, 32, 64), "H_TILE": Choice(4, 8, 16, 32, 64),
         "NUM_SPLITS": Choice(1, 2, 4, 8, 16, 32, 64), "num_warps": Choice(4, 8), "num_stages": Choice(1, 2, 3),
-        "PDL": Choice(0, 1),
+        "PDL": Choice(0, 1), "COMBINE": Choice("launch", "fused"),
     },
     default={"PATH": "triton", "BLOCK_T": 32, "H_TILE": 16, "NUM_SPLITS": 4, "num_warps": 4, "num_stages": 1,
-             "PDL": 0},
-    constraints=(_valid_problem, _head_tile_fits, _splits_have_work, known_miscompile, mma_fits, _pdl_fits),
-    branches=("PATH", {"mma": dict(BLOCK_T=Choice(16, 32), H_TILE=Choice(8, 16), num_warps=Choice(4),
+             "PDL": 0, "COMBINE": "launch"},
+    constraints=(_valid_problem, _head_tile_fits, _splits_have_work, known_miscompile, mma_fits, _pdl_fits,
+                 combine_fits),
+    branches=("PATH", {"triton": dict(COMBINE=Choice("launch")),
+                       "mma": dict(BLOCK_T=Choice(16, 32), H_TILE=Choice(8, 16), num_warps=Choice(4),
                                    num_stages=Choice(1))}),
     # SGLang's SM120 Triton sparse decode (KERNELS.md): (BLOCK_T, H_TILE, warps), no split-KV. H_TILE 4
     # and 8 run here as 16-row MMA tiles with the extra rows masked. KERNELS.md names no stage count: 2.

@@ -20,6 +20,14 @@ Choices where the spec is silent:
   On the mma path H_TILE 16 runs 16 head rows per program (``_mla_mma``) and H_TILE 8 runs 8 heads as the
   MMA's N side (``_mla_mma8``: no padding rows where the rank has 8 heads, as V4-Flash at TP 8).
   A config without ``PATH`` is "triton".
+- Config ``COMBINE`` (mma path, with splits): "launch" (the default, also for configs without the key) merges
+  the partials in the combine kernel; "fused" lets the last program of each (row, head tile) to finish its
+  split merge them (one launch; ``_mla_mma._last_split``). Its tickets (int32, one per row and head tile) live
+  in buffers that every call leaves at 0 (``_tickets``): one per CUDA stream for eager calls (calls on one
+  stream run one at a time) and one per device for the calls captured in CUDA graphs, so graphs with fused
+  calls must not be replayed at the same time on two streams (PyTorch asks as much of graphs that share a
+  memory pool). A capture cannot zero a buffer before its graph runs: an eager call makes it first (the usual
+  warm-up does), else the capture raises.
 - On the Triton path K/V enter bf16 MMAs as ``bf16(fp8 * scale)``, like DeepSeek's FlashMLA: exact for v4
   (power-of-two scales), one rounding per value for v32's fp32 scales; q is used as given (bf16) and p is
   rounded to bf16. The mma path rounds only its PV weights (``_mla_mma``).
@@ -37,8 +45,9 @@ from aotune.kernels import _pdl
 from aotune.kernels._mla_kernels import LOG2E, mla_combine_kernel, mla_decode_kernel
 from aotune.kernels._mla_mma import mla_decode_mma_kernel
 from aotune.kernels._mla_mma8 import mla_decode_mma8_kernel
-from aotune.kernels._mla_space import (D_QK, SPACE, SparseDecodeProblem, cost, input_shapes, known_miscompile,
-                                      launch_splits, make_inputs, mma_fits, path_of, runtime_default)
+from aotune.kernels._mla_space import (D_QK, SPACE, SparseDecodeProblem, combine_fits, combine_of, cost, input_shapes,
+                                      known_miscompile, launch_splits, make_inputs, mma_fits, path_of,
+                                      runtime_default)
 from aotune.kernels.base import Inputs, Kernel, Launch
 from aotune.kernels.formats.mla_kv import gather_kv, v4_page_bytes
 from aotune.kernels.space import Config
@@ -143,23 +152,26 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
     main = _cache_args(cache, layout, page_size)
     extra = _cache_args(xcache, layout, page_size) if xcache is not None else main
     xidx = xindices if xindices is not None else indices
-    part_o, part_lse = parts if parts is not None else (lse, lse)
+    part_o, part_lse, tickets = parts if parts is not None else (lse, lse, None)
+    fused = tickets is not None
     args = (q, *main[:3], indices, topk_length if topk_length is not None else indices, main[3], main[4],
             indices.shape[2], *extra[:3], xidx, xlength if xlength is not None else xidx, extra[3], extra[4],
             xindices.shape[2] if xindices is not None else 0, sink if sink is not None else lse,
-            out, lse, part_o, part_lse, S_q, H, float(sm_scale) * LOG2E)
+            out, lse, part_o, part_lse, *((tickets if fused else lse,) if path_of(config) == "mma" else ()), S_q, H,
+            float(sm_scale) * LOG2E)
     flags = dict(HAS_SINK=sink is not None, LONELY_POS=lonely_pos)
     kwargs = dict(LAYOUT=0 if layout == "v32" else 1, PAGE=page_size, BLOCK_T=config["BLOCK_T"], H_TILE=h_tile,
                   NUM_SPLITS=splits, HAS_LEN=topk_length is not None, HAS_XLEN=xlength is not None, **flags,
                   num_warps=config["num_warps"], num_stages=config["num_stages"])
     if path_of(config) == "mma":
         decode = mla_decode_mma8_kernel if h_tile == 8 else mla_decode_mma_kernel
+        kwargs.update(FUSED=fused)
     else:
         decode = mla_decode_kernel
         kwargs.update(HP=max(16, h_tile), ASM=not _interpreting(), STAGES=config["num_stages"])
     chained = dict(PDL=True) if config.get("PDL", 0) and splits > 1 else {}
     plan = [(Launch(decode, args, dict(kwargs, **chained)), (triton.cdiv(H, h_tile), B * S_q, splits))]
-    if splits > 1:
+    if splits > 1 and not fused:
         cols = combine_cols(splits)
         combine = Launch(mla_combine_kernel, (part_o, part_lse, sink if sink is not None else lse, out, lse, S_q, H),
                          dict(NUM_SPLITS=splits, CB=cols, **flags, num_warps=4, num_stages=1,
@@ -168,14 +180,43 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
     return plan
 
 
-def _outputs(q: torch.Tensor, splits: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+_TICKETS: dict[tuple[str, Any], list[torch.Tensor]] = {}
+_MIN_TICKETS = 1 << 14  # 64 KiB: every decode shape of KERNELS.md (B 256 x S_q 4 x 8 head tiles is 8,192)
+
+
+def _tickets(device: torch.device, count: int) -> torch.Tensor:
+    """``count`` int32 zeros for the fused combine's tickets (``_mla_mma._last_split`` leaves them 0): the
+    current stream's buffer, or inside a CUDA-graph capture the device's buffer for graphs. Both are made (zeroed
+    in stream order) by an eager call: a capture cannot zero memory before its graph is replayed, so a capture
+    that needs more tickets than eager calls made raises. A buffer outgrown is kept alive, never freed: a graph
+    may hold its address. Meta tensors (``launches``) get a fresh meta buffer."""
+    if device.type != "cuda":
+        return torch.empty(count, dtype=torch.int32, device=device)
+    capturing = torch.cuda.is_current_stream_capturing()
+    keys = [(str(device), "graphs")]
+    if not capturing:
+        keys.insert(0, (str(device), torch.cuda.current_stream(device).cuda_stream))
+    for key in keys:
+        buffers = _TICKETS.setdefault(key, [])
+        if not buffers or buffers[-1].numel() < count:
+            if capturing:
+                raise RuntimeError(f"sparse_decode: COMBINE 'fused' needs {count} tickets and the CUDA graphs' "
+                                   f"buffer on {device} has {buffers[-1].numel() if buffers else 0}: make one call "
+                                   "of this shape (or larger) on this device before capturing")
+            buffers.append(torch.zeros(max(count, _MIN_TICKETS), dtype=torch.int32, device=device))
+    return _TICKETS[keys[0]][-1]
+
+
+def _outputs(q: torch.Tensor, splits: int, h_tile: int, fused: bool) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """out, lse, and with splits the fp32 partials and (COMBINE "fused") the tickets."""
     B, S_q, H, _ = q.shape
     out = torch.empty(B, S_q, H, D_V, dtype=torch.bfloat16, device=q.device)
     lse = torch.empty(B, H, S_q, dtype=torch.float32, device=q.device)
     parts = None
     if splits > 1:
         parts = (torch.empty(B * S_q * splits * H * D_V, dtype=torch.float32, device=q.device),
-                 torch.empty(B * S_q * splits * H, dtype=torch.float32, device=q.device))
+                 torch.empty(B * S_q * splits * H, dtype=torch.float32, device=q.device),
+                 _tickets(q.device, B * S_q * triton.cdiv(H, h_tile)) if fused else None)
     return out, lse, parts
 
 
@@ -196,7 +237,8 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
     if config is None:
         from aotune.kernels.runtime import resolve_config
         config = resolve_config(KERNEL, problem, q.device)  # the loader answers only configs the space allows
-    elif reason := known_miscompile(config, problem) or mma_fits(config, problem):  # the others only prune
+    elif reason := known_miscompile(config, problem) or mma_fits(config, problem) or combine_fits(config, problem):
+        # the other constraints only prune
         raise ValueError(f"config: {reason}")
     if path_of(config) == "mma" and not q.is_cuda:
         raise ValueError("config: PATH 'mma' is a Gluon kernel and needs a CUDA GPU (not the CPU interpreter)")
@@ -204,7 +246,7 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
         raise ValueError(f"config: PDL 1 (programmatic dependent launch) needs an NVIDIA GPU of sm_90 or later, "
                          f"not {q.device}")
     config = dict(config, NUM_SPLITS=launch_splits(config, problem))
-    out, lse, parts = _outputs(q, config["NUM_SPLITS"])
+    out, lse, parts = _outputs(q, config["NUM_SPLITS"], config["H_TILE"], combine_of(config) == "fused")
     for launch, grid in _plan(q, cache, indices, topk_length, xcache, extra_indices, extra_topk_length, attn_sink,
                               out, lse, parts, layout, page_size, sm_scale, lonely_lse == "+inf", config):
         launch.fn[grid](*launch.args, **launch.kwargs)
@@ -263,7 +305,7 @@ def launches(problem: SparseDecodeProblem, config: Config) -> list[Launch]:
             input_shapes(problem).items()}
     q = meta["q"]
     config = dict(config, NUM_SPLITS=launch_splits(config, problem))
-    out, lse, parts = _outputs(q, config["NUM_SPLITS"])
+    out, lse, parts = _outputs(q, config["NUM_SPLITS"], config["H_TILE"], combine_of(config) == "fused")
     return [launch for launch, _ in _plan(
         q, meta["kv_cache"], meta["indices"], meta.get("topk_length"), meta.get("extra_kv_cache"),
         meta.get("extra_indices"), meta.get("extra_topk_length"), meta.get("attn_sink"), out, lse, parts,

@@ -13,7 +13,7 @@ import torch
 
 from aotune.cache_db import loader
 from aotune.cache_db.identity import DeviceClass
-from aotune.kernels import max_rel_error, rel_error, runtime
+from aotune.kernels import flash_mla, max_rel_error, rel_error, runtime
 from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, launches, sparse_decode, sparse_decode_ref
 from aotune.kernels.formats.mla_kv import pack_kv_v4, pack_kv_v32, unpack_kv_v4, unpack_kv_v32
 
@@ -245,9 +245,10 @@ def test_gpu_extreme_magnitudes(name: str, fields: dict, tiny: bool) -> None:
     _check(inputs, _cfg(32, 16, 4, 4, 1))
 
 
-def _mma(block_t: int = 16, splits: int = 1, h_tile: int = 16) -> dict:
-    """An mma-path config: 16 head rows (``_mla_mma``) or, with ``h_tile`` 8, heads as the MMA's N (``_mla_mma8``)."""
-    return dict(_cfg(block_t, h_tile, splits, 4, 1), PATH="mma")
+def _mma(block_t: int = 16, splits: int = 1, h_tile: int = 16, combine: str = "launch") -> dict:
+    """An mma-path config: 16 head rows (``_mla_mma``) or, with ``h_tile`` 8, heads as the MMA's N (``_mla_mma8``);
+    ``combine`` "fused": the last split program of each row merges the partials (no combine launch)."""
+    return dict(_cfg(block_t, h_tile, splits, 4, 1), PATH="mma", COMBINE=combine)
 
 
 def test_mma_path_needs_a_gpu_and_its_tiles() -> None:
@@ -264,7 +265,8 @@ def test_mma_path_needs_a_gpu_and_its_tiles() -> None:
     mma = [c.config for c in KERNEL.space.candidates(problem) if c.config["PATH"] == "mma" and c.invalid_reason is None]
     assert {(c["BLOCK_T"], c["H_TILE"], c["num_warps"], c["num_stages"]) for c in mma} == {
         (16, 16, 4, 1), (32, 16, 4, 1), (16, 8, 4, 1), (32, 8, 4, 1)}
-    assert len(mma) == 52  # 2 x 2 tiles x 7 split counts, each with PDL 0 and (6 of the 7 split counts) PDL 1
+    # 2 x 2 tiles x 7 split counts, each with PDL 0 and (6 of the 7 split counts) PDL 1 or COMBINE "fused"
+    assert len(mma) == 76
 
 
 def test_mma_path_launches_the_heads_as_n_kernel_at_h_tile_8() -> None:
@@ -273,6 +275,53 @@ def test_mma_path_launches_the_heads_as_n_kernel_at_h_tile_8() -> None:
     eight, sixteen = launches(problem, _mma(16, 1, 8))[0], launches(problem, _mma(16, 1, 16))[0]
     assert eight.fn.__name__ == "mla_decode_mma8_kernel" and sixteen.fn.__name__ == "mla_decode_mma_kernel"
     assert eight.kwargs["H_TILE"] == 8 and sixteen.kwargs["H_TILE"] == 16
+
+
+def test_fused_combine_is_the_mma_paths_one_launch() -> None:
+    """COMBINE "fused" (the last split program merges) exists on the mma path with splits and without PDL; its
+    call is one launch, the decode kernel with FUSED and a ticket per (row, head tile)."""
+    inputs = _inputs(1)
+    for config, reason in [(dict(_cfg(splits=2), COMBINE="fused"), "needs PATH 'mma'"),
+                           (_mma(splits=1, combine="fused"), "NUM_SPLITS > 1"),
+                           (dict(_mma(splits=2, combine="fused"), PDL=1), "PDL 0"),
+                           (_mma(splits=2, combine="merge"), "COMBINE is 'launch' or 'fused', not 'merge'")]:
+        with pytest.raises(ValueError, match=reason):
+            sparse_decode(**inputs, config=config)
+    problem = SparseDecodeProblem(B=3, S_q=2, H=20, topk=512, layout="v4", page_size=256, extra_topk=128)
+    triton_path = [c.config for c in KERNEL.space.candidates(problem) if c.config["PATH"] == "triton"]
+    assert {c["COMBINE"] for c in triton_path} == {"launch"}
+    for h_tile, head_tiles in [(8, 3), (16, 2)]:
+        [decode] = launches(problem, _mma(32, 4, h_tile, "fused"))
+        assert decode.kwargs["FUSED"] and decode.kwargs["NUM_SPLITS"] == 4
+        tickets = decode.args[decode.fn.arg_names.index("ticket_ptr")]
+        assert tickets.dtype == torch.int32 and tickets.numel() == 3 * 2 * head_tiles
+        decode, combine = launches(problem, _mma(32, 4, h_tile))
+        assert not decode.kwargs["FUSED"] and combine.fn.__name__ == "mla_combine_kernel"
+
+
+_COMPILE_FUSED = """
+from aotune.kernels import flash_mla
+from aotune.tuner.arch import get_arch
+from aotune.tuner.feasibility import compile_launch
+p = flash_mla.SparseDecodeProblem(B=2, S_q=1, H=8, topk=512, layout="v4", page_size=256, extra_topk=128)
+cfg = dict(PATH="mma", BLOCK_T=16, H_TILE=8, NUM_SPLITS=4, num_warps=4, num_stages=1, PDL=0, COMBINE="fused")
+ptx = compile_launch(flash_mla.launches(p, cfg)[0], get_arch("sm_90")).asm["ptx"]
+print("\\n".join(l.strip() for l in ptx.splitlines() if any(w in l for w in ("st.global", "bar.sync", "atom."))))
+"""
+
+
+def test_fused_combine_orders_partials_before_the_ticket() -> None:
+    """The fused tail compiled for sm_90 (no GPU needed): the partial stores, then a CTA barrier, then one
+    gpu-scope acq_rel add (release for the stores, acquire for the merge's loads), then the barrier that hands
+    its value to every thread."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    lines = subprocess.run([sys.executable, "-c", _COMPILE_FUSED], env=env, capture_output=True, text=True,
+                           check=True, timeout=300).stdout.splitlines()
+    atoms = [i for i, line in enumerate(lines) if "atom." in line]
+    assert len(atoms) == 1 and "atom.global.gpu.acq_rel.add" in lines[atoms[0]], lines
+    before = lines[:atoms[0]]
+    assert "bar.sync" in before[-1] and any("st.global.v4" in line for line in before), before[-4:]
+    assert any("bar.sync" in line for line in lines[atoms[0]:]), lines[atoms[0]:]
 
 
 @pytest.mark.parametrize("splits,launched", [(1, 1), (2, 2), (3, 3), (6, 6), (12, 10), (16, 14), (24, 20), (32, 20),
@@ -300,9 +349,13 @@ MMA_GPU_CASES = GPU_CASES + [
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,fields", MMA_GPU_CASES, ids=[c[0] for c in MMA_GPU_CASES])
 @pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 8), _mma(32, 4), _mma(16, 6), _mma(16, 24),
-                                    _mma(16, 1, 8), _mma(32, 1, 8), _mma(16, 8, 8), _mma(32, 4, 8), _mma(16, 24, 8)],
+                                    _mma(16, 1, 8), _mma(32, 1, 8), _mma(16, 8, 8), _mma(32, 4, 8), _mma(16, 24, 8),
+                                    _mma(16, 8, 16, "fused"), _mma(32, 3, 16, "fused"), _mma(16, 24, 16, "fused"),
+                                    _mma(16, 8, 8, "fused"), _mma(32, 4, 8, "fused"), _mma(16, 24, 8, "fused")],
                          ids=["bt16", "bt32", "bt16_split8", "bt32_split4", "bt16_split6", "bt16_split24", "h8_bt16",
-                              "h8_bt32", "h8_bt16_split8", "h8_bt32_split4", "h8_bt16_split24"])
+                              "h8_bt32", "h8_bt16_split8", "h8_bt32_split4", "h8_bt16_split24", "fused_bt16_split8",
+                              "fused_bt32_split3", "fused_bt16_split24", "fused_h8_bt16_split8",
+                              "fused_h8_bt32_split4", "fused_h8_bt16_split24"])
 def test_gpu_mma_path(name: str, fields: dict, config: dict) -> None:
     _check(KERNEL.make_inputs(SparseDecodeProblem(**fields), 13, "cuda"), config)
 
@@ -321,15 +374,15 @@ def test_gpu_mma_path_extreme_magnitudes(name: str, fields: dict, tiny: bool, bl
 @pytest.mark.gpu
 @pytest.mark.parametrize("h_tile", [16, 8])
 @pytest.mark.parametrize("lonely", ["-inf", "+inf"])
-@pytest.mark.parametrize("splits", [1, 2])
-def test_gpu_mma_path_lonely_rows_and_masked_tiles(lonely: str, splits: int, h_tile: int) -> None:
+@pytest.mark.parametrize("splits,combine", [(1, "launch"), (2, "launch"), (2, "fused")])
+def test_gpu_mma_path_lonely_rows_and_masked_tiles(lonely: str, splits: int, combine: str, h_tile: int) -> None:
     inputs = KERNEL.make_inputs(SparseDecodeProblem(B=3, S_q=1, H=2, topk=48, layout="v4", page_size=16,
                                                     extra_topk=16, has_sink=True, has_topk_length=True), 3, "cuda")
     inputs["indices"][0] = -1
     inputs["extra_indices"][0, :, ::2] = -1
     inputs["indices"][1, :, :32] = -1
     inputs["topk_length"][2], inputs["extra_topk_length"][2] = 0, 0
-    out, lse = sparse_decode(**inputs, lonely_lse=lonely, config=_mma(16, splits, h_tile))
+    out, lse = sparse_decode(**inputs, lonely_lse=lonely, config=_mma(16, splits, h_tile, combine))
     ref_out, ref_lse = sparse_decode_ref(**inputs, lonely_lse=lonely)
     assert torch.all(out[2] == 0) and torch.all(lse[2] == float(lonely))
     assert rel_error(out, ref_out) <= 1e-2 and rel_error(lse, ref_lse) <= 1e-3
@@ -354,6 +407,73 @@ def test_gpu_mma_path_zero_tokens_and_ids_past_the_cache(name: str, fields: dict
     idx[:, :, :40] = torch.arange(40, device=idx.device)  # the first tiles read only zero tokens
     idx[:, :, 40:44] = torch.tensor([n_tok, n_tok + 100, -5, 2**31 - 1], device=idx.device, dtype=idx.dtype)
     _check(inputs, config)
+
+
+def _tickets_are_zero() -> bool:
+    torch.cuda.synchronize()
+    return all(int(buf.count_nonzero()) == 0 for bufs in flash_mla._TICKETS.values() for buf in bufs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,fields,h_tile", [(*GPU_CASES[0], 16), (*MMA_GPU_CASES[3], 8)],
+                         ids=["v32_tp8", "v4_odd_heads"])
+def test_gpu_fused_combine_tickets_graphs_and_streams(name: str, fields: dict, h_tile: int) -> None:
+    """COMBINE "fused" against the combine kernel (the same merge: equal to fp32 rounding), its tickets back at 0
+    after every call, CUDA-graph replays on new q (captured on a stream that never ran it eagerly), and calls
+    on two streams at once (each stream its own tickets)."""
+    config = _mma(16, 8, h_tile, "fused")  # v4_odd_heads: 3 head tiles of 8, 2 query rows per request
+    inputs = KERNEL.make_inputs(SparseDecodeProblem(**fields), 15, "cuda")
+    launched = sparse_decode(**inputs, config=dict(config, COMBINE="launch"))
+    for _ in range(3):
+        fused = sparse_decode(**inputs, config=config)
+        assert rel_error(fused[0], launched[0]) <= 1e-4 and rel_error(fused[1], launched[1]) <= 1e-6
+        assert _tickets_are_zero()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        captured = sparse_decode(**inputs, config=config)
+    for seed in range(3):
+        inputs["q"].copy_(torch.randn(inputs["q"].shape, generator=torch.Generator("cuda").manual_seed(seed),
+                                      device="cuda"))
+        graph.replay()
+        ref = sparse_decode_ref(**inputs)
+        assert rel_error(captured[0], ref[0]) <= 1e-2 and rel_error(captured[1], ref[1]) <= 1e-3
+        assert _tickets_are_zero()
+    sets = [KERNEL.make_inputs(SparseDecodeProblem(**fields), 20 + i, "cuda") for i in range(2)]
+    streams = [torch.cuda.Stream() for _ in sets]
+    outs: list[list] = [[], []]
+    for _ in range(8):  # both streams' calls interleaved on the GPU
+        for i, (s, inp) in enumerate(zip(streams, sets)):
+            with torch.cuda.stream(s):
+                outs[i].append(sparse_decode(**inp, config=config))
+    torch.cuda.synchronize()
+    for i, inp in enumerate(sets):
+        ref = sparse_decode_ref(**inp)
+        for out, lse in outs[i]:
+            assert rel_error(out, ref[0]) <= 1e-2 and rel_error(lse, ref[1]) <= 1e-3
+    assert _tickets_are_zero()
+
+
+def test_fused_tickets_are_made_by_an_eager_call() -> None:
+    """A capture cannot zero a ticket buffer before its graph runs: it uses the device's graph buffer, made by
+    eager calls, and names the problem when there is none large enough (no GPU needed: capture is faked)."""
+    device = torch.device("cuda", 0)
+    saved = dict(flash_mla._TICKETS)
+    flash_mla._TICKETS.clear()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+            with pytest.raises(RuntimeError, match="COMBINE 'fused' needs 100 tickets .* has 0: make one call"):
+                flash_mla._tickets(device, 100)
+            graphs = torch.zeros(200, dtype=torch.int32)
+            flash_mla._TICKETS[(str(device), "graphs")] = [graphs]
+            assert flash_mla._tickets(device, 150) is graphs
+            with pytest.raises(RuntimeError, match="needs 300 tickets .* has 200"):
+                flash_mla._tickets(device, 300)
+    finally:
+        flash_mla._TICKETS.clear()
+        flash_mla._TICKETS.update(saved)
 
 
 H200 = DeviceClass("nvidia", "sm_90", "h200", 232448, 132)
