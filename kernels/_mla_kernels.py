@@ -113,8 +113,13 @@ def _gather_tile(idx, tile, tiles_main, u8, bf, f32, n_tok, page_stride, xu8, xb
 
 @triton.jit
 def _fp8_byte(w, shift: tl.constexpr):
-    """The fp8 e4m3 byte at bit ``shift`` of int32 words, as fp16."""
-    return ((w >> shift) & 0xFF).to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float16)
+    """The fp8 e4m3 byte at bit ``shift`` of int32 words, as fp16, by integer ops (the interpreter and GPUs
+    before sm_89, which have neither the conversion nor Triton's fp8e4nv): the sign to bit 15, exponent and
+    mantissa to bits 7-13, then times 2^8 (e4m3's exponent bias is 7, fp16's 15). Exact, subnormals included;
+    e4m3fn's NaN bytes (0x7F, 0xFF) give +-480, which no quantizer writes."""
+    b = (w >> shift) & 0xFF
+    bits = ((b & 0x80) << 8) | ((b & 0x7F) << 7)
+    return (bits.to(tl.int16).to(tl.float16, bitcast=True) * 256.0).to(tl.float16)
 
 
 @triton.jit

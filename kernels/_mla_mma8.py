@@ -1,5 +1,5 @@
 """Tensor-core path of the sparse MLA decode for at most 8 heads per program (config ``PATH="mma"``,
-``H_TILE=8``): the heads on the MMA's N side. Gluon, NVIDIA sm_80+ only.
+``H_TILE=8``): the heads on the MMA's N side. Gluon, NVIDIA sm_89+ only.
 
 ``_mla_mma`` puts 16 head rows on the MMA's M side; with 8 heads on the rank (DeepSeek-V4-Flash at TP 8) half
 of every MMA, of the score and weight math and of the PV accumulator is padding. Here the products are

@@ -17,7 +17,7 @@ import torch
 
 from aotune.cache_db.identity import DeviceClass
 from aotune.kernels.base import Cost, Inputs, Problem
-from aotune.kernels.device import has_mma_v2, has_pdl
+from aotune.kernels.device import has_fp8_cvt, has_pdl
 from aotune.kernels.formats.mla_kv import pack_kv_v4, pack_kv_v32, v4_page_bytes
 from aotune.kernels.space import Choice, Config, ConfigSpace
 
@@ -43,7 +43,7 @@ class SparseDecodeProblem(Problem):
 
 def path_of(config: Config) -> str:
     """The config's code path: "triton" (``_mla_kernels``, also under the interpreter) or "mma" (``_mla_mma``,
-    Gluon, NVIDIA sm_80+). Configs from before the choice existed are "triton"."""
+    Gluon, NVIDIA sm_89+). Configs from before the choice existed are "triton"."""
     return config.get("PATH", "triton")
 
 
@@ -135,7 +135,7 @@ def _sglang(block_t: int, h_tile: int, warps: int) -> Config:
 
 # num_stages 1-2: the kernel's register pipeline (one tile of gathers in flight); 3: the same loop through
 # Triton's pipeliner and shared memory (cp.async); 4 compiles to the same buffers as 3, so it is left out.
-# PATH "triton": ``_mla_kernels`` (every GPU and the interpreter); "mma": ``_mla_mma`` (Gluon, NVIDIA sm_80+).
+# PATH "triton": ``_mla_kernels`` (every GPU and the interpreter); "mma": ``_mla_mma`` (Gluon, NVIDIA sm_89+).
 # NUM_SPLITS is an upper bound (``launch_splits``). 3 x 2^k split counts were measured and never won (BENCHMARKS.md,
 # FlashMLA, fourteenth session).
 SPACE = ConfigSpace(
@@ -157,7 +157,7 @@ SPACE = ConfigSpace(
 )
 
 
-# Untuned default on NVIDIA sm_80+ (BENCHMARKS.md, FlashMLA, eleventh session): the mma path at BLOCK_T 16
+# Untuned default on NVIDIA sm_89+ (BENCHMARKS.md, FlashMLA, eleventh session): the mma path at BLOCK_T 16
 # with enough splits for about two programs per SM (its residency: 2 of 4 warps, register-limited). Measured
 # on the H200 (`tests/bench/bench_mla_defaults.py`, every split count at B = 1-64 and the sweep at 256) it is
 # the fastest split or within 15% of it for V3.2 and V4-Flash TP 8, and 2.8-8.2x faster than the Triton space
@@ -171,12 +171,12 @@ _MMA_DEFAULT_MAX_SPLITS = 64  # the space's largest
 
 
 def runtime_default(problem: SparseDecodeProblem, device: DeviceClass) -> Config | None:
-    """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_80+ the mma path (16 head
+    """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_89+ (the mma path's fp8 conversions) the mma path (16 head
     rows at BLOCK_T 16; with at most 8 heads, the heads as the MMA's N at BLOCK_T 32) with the power-of-two
     split count nearest to two programs per SM (at most 64 and at most the tiles there are; the launches drop
     the splits that get no tile, ``launch_splits``), its combine chained with PDL on sm_90+; elsewhere None
     (the space default)."""
-    if not has_mma_v2(device):
+    if not has_fp8_cvt(device):
         return None
     base = _MMA_DEFAULT_FEW_HEADS if problem.H <= 8 else _MMA_DEFAULT
     programs = problem.B * problem.S_q * -(-problem.H // base["H_TILE"])

@@ -45,6 +45,13 @@ def has_mma_v2(device: DeviceClass) -> bool:
     return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 80
 
 
+def has_fp8_cvt(device: DeviceClass) -> bool:
+    """Whether ``device`` is an NVIDIA GPU with the fp8 conversions (``cvt.rn.f16x2.e4m3x2``: sm_89 and later),
+    which FlashMLA's mma path makes its MMA operands with (it does not compile for sm_80 / sm_86)."""
+    arch = device.arch.removeprefix("sm_").rstrip("a")
+    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 89
+
+
 def has_pdl(device: DeviceClass) -> bool:
     """Whether ``device`` is an NVIDIA GPU that runs programmatic dependent launches (sm_90 and later)."""
     arch = device.arch.removeprefix("sm_").rstrip("a")

@@ -15,8 +15,9 @@ Choices where the spec is silent:
 - The sink is a logit in natural-log units: ``out *= 1 / (1 + exp(sink[h] - lse))``; lse excludes it.
 - Lonely rows (no valid position): out = 0, lse = -inf; ``lonely_lse="+inf"`` gives FlashMLA's +inf.
 - Config ``PATH``: "triton" (``_mla_kernels``; the default, every GPU and the interpreter) or "mma"
-  (``_mla_mma``, Gluon, NVIDIA sm_80+: the warps split the dims, fp16 MMAs straight from the fp8 bytes;
-  the faster path at every measured B on the H200, and the untuned default on sm_80+: ``runtime_default``).
+  (``_mla_mma``, Gluon, NVIDIA sm_89+ for its fp8 conversions: the warps split the dims, fp16 MMAs straight
+  from the fp8 bytes; the faster path at every measured B on the H200, and the untuned default on sm_89+:
+  ``runtime_default``).
   On the mma path H_TILE 16 runs 16 head rows per program (``_mla_mma``) and H_TILE 8 runs 8 heads as the
   MMA's N side (``_mla_mma8``: no padding rows where the rank has 8 heads, as V4-Flash at TP 8).
   A config without ``PATH`` is "triton".
@@ -136,9 +137,13 @@ def _cache_args(cache: torch.Tensor, layout: str, page_size: int) -> tuple[Any, 
     return cache, cache.view(torch.bfloat16), f32, cache.shape[0] * page_size, cache.stride(0)
 
 
-def _interpreting() -> bool:
-    """Triton's interpreter runs no inline PTX: the kernel then unpacks fp8 bytes with plain integer ops."""
-    return os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True")
+def _fp8_asm(device: torch.device) -> bool:
+    """Whether the Triton path converts fp8 with inline PTX (``cvt.rn.f16x2.e4m3x2``, sm_89+); else it unpacks the
+    bytes with plain integer ops: under Triton's interpreter (no inline PTX) and on sm_80 / sm_86 GPUs. Meta
+    tensors (``launches``, ahead-of-time compilation) assume sm_89+."""
+    if os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True") or device.type == "cpu":
+        return False
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
 
 
 def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_length: Any, xcache: Any,
@@ -168,7 +173,7 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
         kwargs.update(FUSED=fused)
     else:
         decode = mla_decode_kernel
-        kwargs.update(HP=max(16, h_tile), ASM=not _interpreting(), STAGES=config["num_stages"])
+        kwargs.update(HP=max(16, h_tile), ASM=_fp8_asm(q.device), STAGES=config["num_stages"])
     chained = dict(PDL=True) if config.get("PDL", 0) and splits > 1 else {}
     plan = [(Launch(decode, args, dict(kwargs, **chained)), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1 and not fused:
@@ -242,6 +247,9 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
         raise ValueError(f"config: {reason}")
     if path_of(config) == "mma" and not q.is_cuda:
         raise ValueError("config: PATH 'mma' is a Gluon kernel and needs a CUDA GPU (not the CPU interpreter)")
+    if path_of(config) == "mma" and (torch.version.hip or torch.cuda.get_device_capability(q.device) < (8, 9)):
+        raise ValueError(f"config: PATH 'mma' needs an NVIDIA GPU of sm_89 or later (fp8 conversions), not "
+                         f"{torch.cuda.get_device_name(q.device)}")
     if config.get("PDL", 0) and not _pdl.supported(q.device):
         raise ValueError(f"config: PDL 1 (programmatic dependent launch) needs an NVIDIA GPU of sm_90 or later, "
                          f"not {q.device}")

@@ -10,10 +10,13 @@ import sys
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from aotune.cache_db import loader
 from aotune.cache_db.identity import DeviceClass
 from aotune.kernels import flash_mla, max_rel_error, rel_error, runtime
+from aotune.kernels._mla_kernels import _fp8_byte
 from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem, launches, sparse_decode, sparse_decode_ref
 from aotune.kernels.formats.mla_kv import pack_kv_v4, pack_kv_v32, unpack_kv_v4, unpack_kv_v32
 
@@ -480,11 +483,15 @@ H200 = DeviceClass("nvidia", "sm_90", "h200", 232448, 132)
 
 
 @pytest.mark.parametrize("device,mma", [(H200, True), (dataclasses.replace(H200, arch="sm_120", sm_count=188), True),
+                                        (dataclasses.replace(H200, arch="sm_89"), True),
+                                        (dataclasses.replace(H200, arch="sm_86"), False),
+                                        (dataclasses.replace(H200, arch="sm_80"), False),
                                         (dataclasses.replace(H200, arch="sm_75"), False),
                                         (dataclasses.replace(H200, vendor="amd", arch="gfx942"), False),
                                         (runtime.INTERPRETER, False)])
-def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: DeviceClass, mma: bool) -> None:
-    """The measured rule (``_mla_space.runtime_default``): on sm_80+ the mma path at BLOCK_T 16 (at most 8
+def test_runtime_default_is_the_mma_path_on_nvidia_sm89_and_later(device: DeviceClass, mma: bool) -> None:
+    """The measured rule (``_mla_space.runtime_default``): on sm_89+ (sm_80 and sm_86 lack the fp8 conversions
+    the mma path compiles to) the mma path at BLOCK_T 16 (at most 8
     heads: H_TILE 8, BLOCK_T 32) with the power-of-two split count nearest to two programs per SM (at most 64
     and at most the tiles), its combine chained with PDL (sm_90+); else the space default."""
     v32_tp8 = dict(S_q=1, H=16, topk=2048, layout="v32", page_size=64)
@@ -502,12 +509,63 @@ def test_runtime_default_is_the_mma_path_on_nvidia_sm80_and_later(device: Device
         if not mma:
             assert default is None, (which, batch)
         else:
-            chained = dict(PDL=1) if splits > 1 else {}  # sm_90 and sm_120 run PDL: the combine is chained
+            chained = dict(PDL=1) if splits > 1 and device.arch != "sm_89" else {}  # sm_90+: the combine is chained
             tile = dict(BLOCK_T=32, H_TILE=8) if which == 1 else dict(BLOCK_T=16, H_TILE=16)
             assert default == dict(PATH="mma", **tile, NUM_SPLITS=splits, num_warps=4, num_stages=1,
                                    **chained), (which, batch, default)
             assert KERNEL.space.check(default, problem) is None
         assert runtime.default_configs(KERNEL, problem, device)[0] == (default or KERNEL.space.default)
+
+
+@triton.jit
+def _unpack_bytes(w_ptr, out_ptr, N: tl.constexpr):
+    w = tl.load(w_ptr + tl.arange(0, N))
+    for i in tl.static_range(4):
+        tl.store(out_ptr + i * N + tl.arange(0, N), _fp8_byte(w, 8 * i))
+
+
+def test_fp8_bytes_by_integer_ops_are_exact() -> None:
+    """The Triton path's fp8 unpacking without the sm_89 conversion (the interpreter, sm_80 / sm_86) gives
+    every e4m3fn byte's value, subnormals and signed zeros included (NaN bytes excepted: no quantizer writes them)."""
+    values = torch.arange(256, dtype=torch.uint8)
+    values = values[(values & 0x7F) != 0x7F]
+    words = torch.cat([values, values[:2]]).view(torch.int32).to(DEVICE)  # 254 + 2 = 256 bytes
+    out = torch.empty(4, 64, dtype=torch.float16, device=DEVICE)
+    _unpack_bytes[(1,)](words, out, N=64)
+    raw = words.view(torch.uint8).view(64, 4)
+    expected = torch.stack([raw[:, i].view(torch.float8_e4m3fn).to(torch.float16) for i in range(4)])
+    assert torch.equal(out, expected) and torch.equal(out.signbit(), expected.signbit())
+
+
+_COMPILE_DEFAULT = """
+import sys
+from aotune.cache_db.identity import DeviceClass
+from aotune.kernels._mla_kernels import _fp8_byte
+from aotune.kernels.flash_mla import KERNEL, SparseDecodeProblem
+from aotune.tuner.arch import get_arch
+from aotune.tuner.feasibility import compile_launch
+arch = sys.argv[1]
+device = DeviceClass("nvidia", arch, "gpu", get_arch(arch).smem_per_block, 108)
+problem = SparseDecodeProblem(B=8, S_q=1, H=16, topk=2048, layout="v32", page_size=64)
+config = KERNEL.runtime_default(problem, device) or KERNEL.space.default
+for launch in KERNEL.launches(problem, config):
+    if arch < "sm_89" and "ASM" in launch.kwargs:  # what sparse_decode launches on such a GPU (_fp8_asm)
+        launch = launch.__class__(launch.fn, launch.args, dict(launch.kwargs, ASM=False))
+    compile_launch(launch, get_arch(arch))
+print(config.get("PATH", "triton"))
+"""
+
+
+@pytest.mark.parametrize("arch,path", [("sm_80", "triton"), ("sm_86", "triton"), ("sm_89", "mma")])
+def test_runtime_default_compiles_for_the_arch_it_is_chosen_for(arch: str, path: str) -> None:
+    """The untuned default of each NVIDIA arch compiles there (ptxas, no GPU needed): the fp8 conversions
+    (``cvt.rn.f16x2.e4m3x2``) need sm_89, so A100 (sm_80) and sm_86 parts run the Triton path with its fp8
+    bytes unpacked by integer ops (``flash_mla._fp8_asm``)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", _COMPILE_DEFAULT, arch], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == [path]
 
 
 @pytest.mark.gpu
