@@ -139,9 +139,9 @@ def _cache_args(cache: torch.Tensor, layout: str, page_size: int) -> tuple[Any, 
 
 def _fp8_asm(device: torch.device) -> bool:
     """Whether the Triton path converts fp8 with inline PTX (``cvt.rn.f16x2.e4m3x2``, sm_89+); else it unpacks the
-    bytes with plain integer ops: under Triton's interpreter (no inline PTX) and on sm_80 / sm_86 GPUs. Meta
-    tensors (``launches``, ahead-of-time compilation) assume sm_89+."""
-    if os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True") or device.type == "cpu":
+    bytes with plain integer ops: under Triton's interpreter (no inline PTX) and on sm_80 / sm_86 GPUs. Other
+    tensors (meta: ``launches``, ahead-of-time compilation) assume sm_89+."""
+    if os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True"):
         return False
     return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
 
