@@ -28,7 +28,8 @@ Choices where the spec is silent:
   stream run one at a time) and one per device for the calls captured in CUDA graphs, so graphs with fused
   calls must not be replayed at the same time on two streams (PyTorch asks as much of graphs that share a
   memory pool). A capture cannot zero a buffer before its graph runs: an eager call makes it first (the usual
-  warm-up does), else the capture raises.
+  warm-up does), else the capture raises. On the H100 it was never faster than "launch" with PDL (the same at
+  B >= 64, slower at B = 1-8; BENCHMARKS.md): a tuning option, not the runtime default.
 - On the Triton path K/V enter bf16 MMAs as ``bf16(fp8 * scale)``, like DeepSeek's FlashMLA: exact for v4
   (power-of-two scales), one rounding per value for v32's fp32 scales; q is used as given (bf16) and p is
   rounded to bf16. The mma path rounds only its PV weights (``_mla_mma``).
