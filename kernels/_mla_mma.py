@@ -1,4 +1,5 @@
-"""Tensor-core path of the sparse MLA decode (config ``PATH="mma"``): Gluon, NVIDIA sm_89+ only (``cvt.rn.f16x2.e4m3x2``).
+"""Tensor-core path of the sparse MLA decode (config ``PATH="mma"``): Gluon, NVIDIA sm_89+ only (its fp8
+conversion, ``cvt.rn.f16x2.e4m3x2``).
 
 The Triton kernel (``_mla_kernels.py``) runs 2D ``tl.dot``s with the heads as M: every warp then holds all of
 q (144 registers for 576 dims) and the dequantized K tile goes through shared memory twice. Here the four

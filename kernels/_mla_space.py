@@ -171,11 +171,11 @@ _MMA_DEFAULT_MAX_SPLITS = 64  # the space's largest
 
 
 def runtime_default(problem: SparseDecodeProblem, device: DeviceClass) -> Config | None:
-    """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_89+ (the mma path's fp8 conversions) the mma path (16 head
-    rows at BLOCK_T 16; with at most 8 heads, the heads as the MMA's N at BLOCK_T 32) with the power-of-two
-    split count nearest to two programs per SM (at most 64 and at most the tiles there are; the launches drop
-    the splits that get no tile, ``launch_splits``), its combine chained with PDL on sm_90+; elsewhere None
-    (the space default)."""
+    """What ``sparse_decode`` runs on ``device`` with no tuned config: on NVIDIA sm_89+ (the mma path's fp8
+    conversions) the mma path (16 head rows at BLOCK_T 16; with at most 8 heads, the heads as the MMA's N at
+    BLOCK_T 32) with the power-of-two split count nearest to two programs per SM (at most 64 and at most the
+    tiles there are; the launches drop the splits that get no tile, ``launch_splits``), its combine chained
+    with PDL on sm_90+; elsewhere None (the space default)."""
     if not has_fp8_cvt(device):
         return None
     base = _MMA_DEFAULT_FEW_HEADS if problem.H <= 8 else _MMA_DEFAULT
