@@ -105,12 +105,19 @@ class Launch:
     """One Triton launch, as the JIT would see it: for ahead-of-time compilation of a candidate.
 
     ``args`` may hold ``torch.device('meta')`` tensors: only dtypes, shapes, strides and alignment matter.
-    ``kwargs`` holds the constexprs and the launch options (num_warps, num_stages, ...).
+    ``kwargs`` holds the constexprs and the launch options (num_warps, num_stages, ...). ``arch_kwargs``, if
+    set, gives the constexprs that depend on the target GPU (its compute capability, e.g. 80 or 90): compiling
+    for a target uses ``kwargs_for`` (a launcher on a real GPU puts that GPU's values in ``kwargs`` itself).
     """
 
     fn: Any
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    arch_kwargs: Callable[[int], dict[str, Any]] | None = None
+
+    def kwargs_for(self, capability: int) -> dict[str, Any]:
+        """``kwargs`` as the launcher would pass them on a GPU of compute capability ``capability``."""
+        return dict(self.kwargs, **(self.arch_kwargs(capability) if self.arch_kwargs else {}))
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -141,10 +141,16 @@ def _cache_args(cache: torch.Tensor, layout: str, page_size: int) -> tuple[Any, 
 def _fp8_asm(device: torch.device) -> bool:
     """Whether the Triton path converts fp8 with inline PTX (``cvt.rn.f16x2.e4m3x2``, sm_89+); else it unpacks the
     bytes with plain integer ops: under Triton's interpreter (no inline PTX) and on sm_80 / sm_86 GPUs. Other
-    tensors (meta: ``launches``, ahead-of-time compilation) assume sm_89+."""
+    tensors (meta: ``launches``) say sm_89+; compiling them for a target takes its own (``_asm_by_arch``)."""
     if os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True"):
         return False
     return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def _asm_by_arch(capability: int) -> dict[str, Any]:
+    """The Triton path's ``ASM`` when compiling for a target (``Launch.arch_kwargs``): the fp8 conversion exists
+    from sm_89 (``_fp8_asm``)."""
+    return {"ASM": capability >= 89}
 
 
 def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_length: Any, xcache: Any,
@@ -176,7 +182,8 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
         decode = mla_decode_kernel
         kwargs.update(HP=max(16, h_tile), ASM=_fp8_asm(q.device), STAGES=config["num_stages"])
     chained = dict(PDL=True) if config.get("PDL", 0) and splits > 1 else {}
-    plan = [(Launch(decode, args, dict(kwargs, **chained)), (triton.cdiv(H, h_tile), B * S_q, splits))]
+    by_arch = None if path_of(config) == "mma" else _asm_by_arch
+    plan = [(Launch(decode, args, dict(kwargs, **chained), by_arch), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1 and not fused:
         cols = combine_cols(splits)
         combine = Launch(mla_combine_kernel, (part_o, part_lse, sink if sink is not None else lse, out, lse, S_q, H),

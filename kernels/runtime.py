@@ -123,9 +123,12 @@ def _jit_fits(kernel: Kernel, problem: Problem, device: DeviceClass) -> _loader.
     compiled kernel stays in Triton's caches for the real launch) and compare its shared memory."""
     def fits(config: Mapping[str, Any]) -> bool | None:
         try:
+            import torch
+
+            major, minor = torch.cuda.get_device_capability()
             shared = 0
             for launch in kernel.launches(problem, dict(config)):
-                compiled = launch.fn.warmup(*launch.args, grid=(1,), **launch.kwargs)
+                compiled = launch.fn.warmup(*launch.args, grid=(1,), **launch.kwargs_for(10 * major + minor))
                 shared = max(shared, int(compiled.metadata.shared))
         except Exception as exc:  # noqa: BLE001 - unknown is an answer: the loader says "unchecked"
             warnings.warn(f"aotune: could not compile {kernel.name} {dict(config)} to check its shared memory "

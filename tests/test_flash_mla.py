@@ -549,18 +549,16 @@ device = DeviceClass("nvidia", arch, "gpu", get_arch(arch).smem_per_block, 108)
 problem = SparseDecodeProblem(B=8, S_q=1, H=16, topk=2048, layout="v32", page_size=64)
 config = KERNEL.runtime_default(problem, device) or KERNEL.space.default
 for launch in KERNEL.launches(problem, config):
-    if arch < "sm_89" and "ASM" in launch.kwargs:  # what sparse_decode launches on such a GPU (_fp8_asm)
-        launch = launch.__class__(launch.fn, launch.args, dict(launch.kwargs, ASM=False))
-    compile_launch(launch, get_arch(arch))
+    compile_launch(launch, get_arch(arch))  # with the target's constexprs (Launch.arch_kwargs: ASM from sm_89)
 print(config.get("PATH", "triton"))
 """
 
 
 @pytest.mark.parametrize("arch,path", [("sm_80", "triton"), ("sm_86", "triton"), ("sm_89", "mma")])
 def test_runtime_default_compiles_for_the_arch_it_is_chosen_for(arch: str, path: str) -> None:
-    """The untuned default of each NVIDIA arch compiles there (ptxas, no GPU needed): the fp8 conversions
-    (``cvt.rn.f16x2.e4m3x2``) need sm_89, so A100 (sm_80) and sm_86 parts run the Triton path with its fp8
-    bytes unpacked by integer ops (``flash_mla._fp8_asm``)."""
+    """The untuned default of each NVIDIA arch compiles there, ahead of time as bundles do (ptxas, no GPU
+    needed): the fp8 conversions (``cvt.rn.f16x2.e4m3x2``) need sm_89, so A100 (sm_80) and sm_86 parts run
+    the Triton path with its fp8 bytes unpacked by integer ops (``flash_mla._fp8_asm``, ``Launch.arch_kwargs``)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", _COMPILE_DEFAULT, arch], env=env, capture_output=True, text=True,
                          timeout=300)

@@ -65,7 +65,7 @@ def compile_launch(launch: Launch, arch: Arch) -> Any:
     target = GPUTarget("cuda", arch.capability, 32)
     backend = make_backend(target)
     binder = create_function_from_signature(fn.signature, fn.params, backend)
-    kwargs = dict(launch.kwargs)
+    kwargs = launch.kwargs_for(arch.capability)
     kwargs["debug"] = kwargs.get("debug", fn.debug) or knobs.runtime.debug
     kwargs["instrumentation_mode"] = knobs.compilation.instrumentation_mode
     bound, specialization, options = binder(*launch.args, **kwargs)
