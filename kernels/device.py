@@ -45,11 +45,14 @@ def has_mma_v2(device: DeviceClass) -> bool:
     return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 80
 
 
+FP8_CVT_CAPABILITY = 89  # the first compute capability with ``cvt.rn.f16x2.e4m3x2`` (and Triton's fp8e4nv)
+
+
 def has_fp8_cvt(device: DeviceClass) -> bool:
     """Whether ``device`` is an NVIDIA GPU with the fp8 conversions (``cvt.rn.f16x2.e4m3x2``: sm_89 and later),
     which FlashMLA's mma path makes its MMA operands with (it does not compile for sm_80 / sm_86)."""
     arch = device.arch.removeprefix("sm_").rstrip("a")
-    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 89
+    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= FP8_CVT_CAPABILITY
 
 
 def has_pdl(device: DeviceClass) -> bool:

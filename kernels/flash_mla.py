@@ -51,6 +51,7 @@ from aotune.kernels._mla_space import (D_QK, SPACE, SparseDecodeProblem, combine
                                       known_miscompile, launch_splits, make_inputs, mma_fits, path_of,
                                       runtime_default)
 from aotune.kernels.base import Inputs, Kernel, Launch
+from aotune.kernels.device import FP8_CVT_CAPABILITY, device_class, has_fp8_cvt
 from aotune.kernels.formats.mla_kv import gather_kv, v4_page_bytes
 from aotune.kernels.space import Config
 
@@ -144,13 +145,13 @@ def _fp8_asm(device: torch.device) -> bool:
     tensors (meta: ``launches``) say sm_89+; compiling them for a target takes its own (``_asm_by_arch``)."""
     if os.environ.get("TRITON_INTERPRET", "0") in ("1", "true", "True"):
         return False
-    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type != "cuda" or has_fp8_cvt(device_class(device))
 
 
 def _asm_by_arch(capability: int) -> dict[str, Any]:
     """The Triton path's ``ASM`` when compiling for a target (``Launch.arch_kwargs``): the fp8 conversion exists
     from sm_89 (``_fp8_asm``)."""
-    return {"ASM": capability >= 89}
+    return {"ASM": capability >= FP8_CVT_CAPABILITY}
 
 
 def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_length: Any, xcache: Any,
@@ -165,24 +166,25 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
     extra = _cache_args(xcache, layout, page_size) if xcache is not None else main
     xidx = xindices if xindices is not None else indices
     part_o, part_lse, tickets = parts if parts is not None else (lse, lse, None)
-    fused = tickets is not None
+    fused, mma = tickets is not None, path_of(config) == "mma"
+    ticket_arg = (tickets if fused else lse,) if mma else ()  # the mma kernels' ticket_ptr
     args = (q, *main[:3], indices, topk_length if topk_length is not None else indices, main[3], main[4],
             indices.shape[2], *extra[:3], xidx, xlength if xlength is not None else xidx, extra[3], extra[4],
             xindices.shape[2] if xindices is not None else 0, sink if sink is not None else lse,
-            out, lse, part_o, part_lse, *((tickets if fused else lse,) if path_of(config) == "mma" else ()), S_q, H,
-            float(sm_scale) * LOG2E)
+            out, lse, part_o, part_lse, *ticket_arg, S_q, H, float(sm_scale) * LOG2E)
     flags = dict(HAS_SINK=sink is not None, LONELY_POS=lonely_pos)
     kwargs = dict(LAYOUT=0 if layout == "v32" else 1, PAGE=page_size, BLOCK_T=config["BLOCK_T"], H_TILE=h_tile,
                   NUM_SPLITS=splits, HAS_LEN=topk_length is not None, HAS_XLEN=xlength is not None, **flags,
                   num_warps=config["num_warps"], num_stages=config["num_stages"])
-    if path_of(config) == "mma":
+    if mma:
         decode = mla_decode_mma8_kernel if h_tile == 8 else mla_decode_mma_kernel
         kwargs.update(FUSED=fused)
+        by_arch = None
     else:
         decode = mla_decode_kernel
         kwargs.update(HP=max(16, h_tile), ASM=_fp8_asm(q.device), STAGES=config["num_stages"])
+        by_arch = _asm_by_arch  # compiling ahead of time takes the target's ASM
     chained = dict(PDL=True) if config.get("PDL", 0) and splits > 1 else {}
-    by_arch = None if path_of(config) == "mma" else _asm_by_arch
     plan = [(Launch(decode, args, dict(kwargs, **chained), by_arch), (triton.cdiv(H, h_tile), B * S_q, splits))]
     if splits > 1 and not fused:
         cols = combine_cols(splits)
@@ -255,9 +257,9 @@ def sparse_decode(q: torch.Tensor, kv_cache: torch.Tensor, indices: torch.Tensor
         raise ValueError(f"config: {reason}")
     if path_of(config) == "mma" and not q.is_cuda:
         raise ValueError("config: PATH 'mma' is a Gluon kernel and needs a CUDA GPU (not the CPU interpreter)")
-    if path_of(config) == "mma" and (torch.version.hip or torch.cuda.get_device_capability(q.device) < (8, 9)):
+    if path_of(config) == "mma" and not has_fp8_cvt(device_class(q.device)):
         raise ValueError(f"config: PATH 'mma' needs an NVIDIA GPU of sm_89 or later (fp8 conversions), not "
-                         f"{torch.cuda.get_device_name(q.device)}")
+                         f"{device_class(q.device).arch}")
     if config.get("PDL", 0) and not _pdl.supported(q.device):
         raise ValueError(f"config: PDL 1 (programmatic dependent launch) needs an NVIDIA GPU of sm_90 or later, "
                          f"not {q.device}")
