@@ -18,7 +18,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import triton
@@ -54,8 +54,9 @@ class CompileResult:
         return data
 
 
-def compile_launch(launch: Launch, arch: Arch) -> Any:
-    """Compile one launch for ``arch`` exactly as the JIT would (returns Triton's CompiledKernel)."""
+def _bind(launch: Launch, arch: Arch) -> tuple[Any, Any, Any]:
+    """Triton's own binding of ``launch`` for ``arch`` (same binder, specialization and options as the
+    JIT): the compiler's source, target and options."""
     from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
@@ -74,7 +75,21 @@ def compile_launch(launch: Launch, arch: Arch) -> Any:
         from triton.experimental.gluon._runtime import GluonASTSource as source
     else:
         source = ASTSource
-    return triton.compile(source(fn, signature, constexprs, attrs), target=target, options=options.__dict__)
+    return source(fn, signature, constexprs, attrs), target, options
+
+
+def compile_launch(launch: Launch, arch: Arch) -> Any:
+    """Compile one launch for ``arch`` exactly as the JIT would (returns Triton's CompiledKernel)."""
+    source, target, options = _bind(launch, arch)
+    return triton.compile(source, target=target, options=options.__dict__)
+
+
+def launch_identity(launch: Launch, arch: Arch) -> str:
+    """A digest of what compiling ``launch`` for ``arch`` depends on (the kernel's source and its
+    dependencies, the arguments' specialization, the constexprs, the options; Triton's cache key less the
+    compiler's own version): launches with equal digests compile to the same binary. Binds, never compiles."""
+    source, target, options = _bind(launch, arch)
+    return hashlib.sha256(f"{source.hash()}-{target}-{options.hash()}".encode()).hexdigest()
 
 
 _RESOURCE = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)\s+LOCAL:(\d+)")
@@ -193,6 +208,89 @@ def _compile_here(kernel_name: str, problem: dict[str, Any], config: dict[str, A
     return _check_limits(result, arch, int(config.get("num_warps", 4)))
 
 
+def _compile_nth(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], index: int,
+                 target: str) -> CompileResult:
+    """Compile launch ``index`` of one candidate (a job of ``compile_many``); never raises for a bad config."""
+    import time
+
+    from aotune.tuner.failures import classify_compile_error
+
+    kernel = get_kernel(kernel_name)
+    start = time.perf_counter()
+    try:
+        compiled = compile_launch(kernel.launches(kernel.problem(problem), config)[index], get_arch(target))
+        regs, spills = cubin_resources(compiled.asm["cubin"])
+    except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise there
+        status, text = classify_compile_error(exc)
+        return CompileResult(status, reason=text, seconds=time.perf_counter() - start)
+    return CompileResult("ok", compiled.metadata.shared, regs, spills, None, time.perf_counter() - start)
+
+
+def _launch_identities(kernel_name: str, problem: dict[str, Any], config: dict[str, Any],
+                       arch: Arch) -> list[str] | CompileResult:
+    """The identities of a candidate's launches, or its result when it cannot be built (invalid, or an
+    error while making its launches)."""
+    from aotune.tuner.failures import classify_compile_error
+
+    kernel = get_kernel(kernel_name)
+    typed = kernel.problem(problem)
+    reason = kernel.space.check(config, typed)
+    if reason:
+        return CompileResult("invalid", reason=reason)
+    try:
+        return [launch_identity(launch, arch) for launch in kernel.launches(typed, config)]
+    except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise there
+        status, text = classify_compile_error(exc)
+        return CompileResult(status, reason=text)
+
+
+def _combined(parts: list[CompileResult], arch: Arch, num_warps: int) -> CompileResult:
+    """One candidate's result from its launches': the first failure, else the largest shared memory and
+    register count and the spills summed, checked against ``arch``'s limits."""
+    seconds = sum(part.seconds for part in parts)
+    for part in parts:
+        if not part.fits:
+            return CompileResult(part.status, reason=part.reason, seconds=seconds)
+    result = CompileResult("ok", max((p.shared_bytes for p in parts), default=0),
+                           max((p.registers for p in parts), default=0), sum(p.spills for p in parts), None, seconds)
+    return _check_limits(result, arch, num_warps)
+
+
+def compile_many(kernel_name: str, jobs: Sequence[tuple[dict[str, Any], dict[str, Any]]], target: str, *,
+                 workers: int | None = None) -> list[CompileResult]:
+    """``compile_candidate`` (without artifacts) of many (problem, config) pairs, in the order given, each
+    distinct launch (``launch_identity``) compiled once, in ``workers`` parallel processes. Candidates share
+    launches often (the MoE's activation and reduce kernels; a config key that changes one GEMM leaves the
+    other's binary alone): the MoE decode sweep of ``tests/bench/bench_mxfp4_moe.py`` has 7,434 launches and
+    3,278 distinct ones. Under the interpreter the whole call runs in a child process that compiles for real.
+    """
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    if interpreting():
+        with _compiler_env(), _pool(1) as pool:
+            return pool.submit(compile_many, kernel_name, jobs, target, workers=workers).result()
+    arch = get_arch(target)
+    plans = [_launch_identities(kernel_name, problem, config, arch) for problem, config in jobs]
+    first: dict[str, tuple[int, int]] = {}  # identity -> (job, launch index) that compiles it
+    for i, plan in enumerate(plans):
+        if isinstance(plan, list):
+            for j, ident in enumerate(plan):
+                first.setdefault(ident, (i, j))
+    columns = ([kernel_name] * len(first), [jobs[i][0] for i, _ in first.values()],
+               [jobs[i][1] for i, _ in first.values()], [j for _, j in first.values()], [target] * len(first))
+    workers = max(1, min(len(first), workers or os.cpu_count() or 1))
+    if workers == 1:
+        compiled = list(map(_compile_nth, *columns))
+    else:
+        with _pool(workers) as pool:
+            compiled = list(pool.map(_compile_nth, *columns))
+    by_identity = dict(zip(first, compiled))
+    return [plan if isinstance(plan, CompileResult)
+            else _combined([by_identity[ident] for ident in plan], arch, int(config.get("num_warps", 4)))
+            for plan, (_problem, config) in zip(plans, jobs)]
+
+
 def _cache_path(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str) -> Path:
     kernel = get_kernel(kernel_name)
     ident = json.dumps([kernel_name, kernel.version, kernel.problem(problem).key, config_key(config),
@@ -201,28 +299,41 @@ def _cache_path(kernel_name: str, problem: dict[str, Any], config: dict[str, Any
     return root / f"{hashlib.sha256(ident.encode()).hexdigest()}.json"
 
 
-def compile_cached(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str) -> CompileResult:
-    """``compile_candidate`` behind an on-disk cache of its summary (artifacts are not cached here)."""
-    path = _cache_path(kernel_name, problem, config, target)
+def _read_cached(path: Path) -> CompileResult | None:
     if path.is_file():
         try:
             return CompileResult(**{k: v for k, v in json.loads(path.read_text()).items() if k != "fits"})
         except (ValueError, TypeError):
             path.unlink(missing_ok=True)
-    result = compile_candidate(kernel_name, problem, config, target)
+    return None
+
+
+def _write_cached(path: Path, result: CompileResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result.summary()))
     tmp.replace(path)
+
+
+def compile_cached(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], target: str) -> CompileResult:
+    """``compile_candidate`` behind an on-disk cache of its summary (artifacts are not cached here)."""
+    path = _cache_path(kernel_name, problem, config, target)
+    result = _read_cached(path)
+    if result is None:
+        result = compile_candidate(kernel_name, problem, config, target)
+        _write_cached(path, result)
     return result
 
 
 def compile_space(kernel_name: str, problem: dict[str, Any], configs: list[dict[str, Any]], target: str,
                   *, jobs: int | None = None) -> list[CompileResult]:
-    """Compile many candidates in parallel processes (cached), in the order given."""
-    jobs = jobs or max(1, min(len(configs), os.cpu_count() or 1))
-    if not interpreting() and (jobs == 1 or len(configs) <= 1):
-        return [compile_cached(kernel_name, problem, c, target) for c in configs]
-    n = len(configs)
-    with _compiler_env(), _pool(jobs) as pool:
-        return list(pool.map(compile_cached, [kernel_name] * n, [problem] * n, configs, [target] * n))
+    """Compile many candidates of one problem in parallel processes (``compile_many``) behind the on-disk
+    cache of summaries, in the order given."""
+    paths = [_cache_path(kernel_name, problem, config, target) for config in configs]
+    results = [_read_cached(path) for path in paths]
+    missing = [i for i, result in enumerate(results) if result is None]
+    fresh = compile_many(kernel_name, [(problem, configs[i]) for i in missing], target, workers=jobs)
+    for i, result in zip(missing, fresh):
+        _write_cached(paths[i], result)
+        results[i] = result
+    return results  # type: ignore[return-value]  # every None was filled

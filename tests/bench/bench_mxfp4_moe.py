@@ -1,18 +1,24 @@
 """Benchmark of the MXFP4 MoE on one GPU (a plain script, not collected by pytest).
 
 For DeepSeek-V4-Flash TP 1 and TP 8 and gpt-oss-120b TP 1 at M = 1, 8, 32, 128, 1024, 4096 it
-reports: the best time over a sweep of the config space (the "tuned" figure until the tuner runs),
-the best of the SGLang SM120 hand-picked configs, the torch reference (eager), and the achieved
-bandwidth of the active experts' weight bytes (weights + scales + biases of the distinct experts the
-routing hits) as a fraction of the measured device-to-device copy bandwidth.
+reports: the best time over a sweep of the config space (the "tuned" figure), the best of the SGLang
+SM120 hand-picked configs, the torch reference (eager), and the achieved bandwidth of the active
+experts' weight bytes (weights + scales + biases of the distinct experts the routing hits) as a fraction
+of the measured device-to-device copy bandwidth.
 
 Method: random routing (distinct uniformly random experts per token); each call uses its own weight
 set and routing, rotated so that the active weights are not in L2 (>= 256 MB between two uses of a
 set); the calls are captured in one CUDA graph, the replay is timed with CUDA events, median of
-``--reps`` replays, divided by the number of calls. Every candidate is first compiled ahead of time in
-16 processes (Triton's cache is then hit by the JIT). Usage:
-``python3 tests/bench/bench_mxfp4_moe.py [--reps 15] [--budget-s 300] [--json out.json] [--tokens 1,8,32]
-[--paths gemv,decode] [--models dsv4-flash-tp8]``.
+replays, divided by the number of calls. The sweep runs in two rounds so that the whole table fits one
+10-minute device call: every config of ``sweep`` is timed with ``--screen-reps`` replays (within
+``--budget-s`` for all problems), then each problem's ``--keep`` fastest and the fastest of each PATH,
+the same with the switches that only add to a tile (``refinements``: PDL, DOWN_TILES), SGLang's set and
+both defaults are timed again with ``--reps`` replays; "tuned" is the fastest of that round. Before
+each round its candidates are compiled ahead of time, each distinct launch once, in 16 processes
+(Triton's cache is then hit by the JIT). (The one-round sweep with every switch crossed had 2,262
+candidates at M = 1, 8, 32 alone: its precompile took 246 s and the sweep ran out of budget.) Usage:
+``python3 tests/bench/bench_mxfp4_moe.py [--reps 15] [--screen-reps 3] [--keep 6] [--budget-s 300]
+[--json out.json] [--tokens 1,8,32] [--paths gemv,decode] [--models dsv4-flash-tp8]``.
 """
 from __future__ import annotations
 
@@ -127,8 +133,8 @@ def active_bytes(p: MoEProblem, sets: list[dict[str, Any]]) -> float:
 
 
 def sweep(p: MoEProblem) -> list[dict[str, Any]]:
-    """The configs tried for one problem: tensor-core decode (M <= 128), gemv (M <= 32), prefill (M >= 32),
-    SGLang's set; at M <= 32 on sm_90+ the gemv and mma configs also with PDL."""
+    """The configs screened for one problem: SGLang's set, tensor-core decode (M <= 128), gemv (M <= 16),
+    prefill (M >= 32), each without the switches that only add to a tile (``refinements``)."""
     out: list[dict[str, Any]] = []
     deqs = ("arith", "group_asm", "dot_scaled")
     if p.M <= 128:
@@ -141,7 +147,9 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
                             num_stages=stages, **_BASE))
         out.append(dict(PATH="decode", BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, DEQ="group_asm", num_warps=4,
                         num_stages=3, GROUP_M=1, SPLIT_K=2))
-    if p.M <= 32:  # gemv re-reads an expert's weights per 1-2 tokens: it never won at M = 128 (2026-12-02 runs)
+    # gemv re-reads an expert's weights per 1-2 tokens: at M = 32 its best was 1.28-1.57x the mma path's at
+    # every model on the H100 (BENCHMARKS.md, MoE, eighteenth session, PDL A/B), and it never won at M = 128
+    if p.M <= 16:
         for bm, bn, bk, warps, split in _GEMV_TILES:
             for stages in _GEMV_STAGES:
                 out.append(dict(PATH="gemv", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DEQ="group_asm", num_warps=warps,
@@ -163,36 +171,49 @@ def sweep(p: MoEProblem) -> list[dict[str, Any]]:
                     for deq in deqs:
                         out.append(dict(PATH="prefill", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DEQ=deq,
                                         num_warps=warps, num_stages=stages, GROUP_M=8, SPLIT_K=1))
-    pdl = p.M <= 32 and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
-    if pdl:
-        # the decode paths' launches chained with PDL (config PDL 1, sm_90+): 1-19% at M <= 32 on the H100
-        out += [dict(c, PDL=1) for c in out if c["PATH"] in ("gemv", "mma")]
-    if 8 <= p.M <= 128:
-        # the second GEMM's 4-tile loop (DOWN_TILES 4) at the register-buffer BLOCK_K 256 tiles (chained where
-        # PDL is swept): 7-17% at V4-Flash TP 8 M = 8-128 on the H100, nothing at M = 1 (nineteenth session)
-        out += [dict(c, DOWN_TILES=4) for c in out if c["PATH"] == "mma" and c["num_stages"] == 1
-                and c["BLOCK_K"] == 256 and c.get("PDL", 0) == int(pdl)]
     sglang = [dict(c, _sglang=True) for c in SPACE.baseline("sglang_sm120")]
     return [c for c in sglang + out if SPACE.check(_plain(c), p) is None]
+
+
+def refinements(p: MoEProblem, config: dict[str, Any], pdl: bool) -> list[dict[str, Any]]:
+    """A screened config with the switches that add to its tile rather than replace it, alone and together:
+    its launches chained (PDL 1, the gemv and mma paths where ``pdl``: 1-19% at M <= 32 on the H100) and the
+    second GEMM's 4-tile loop (DOWN_TILES 4, the mma path's register-buffer BLOCK_K 256 tiles at M = 8-128:
+    7-17% at V4-Flash TP 8 on the H100, nothing at M = 1; nineteenth session)."""
+    c = _plain(config)
+    chain = [dict(PDL=1)] if pdl and c["PATH"] in ("gemv", "mma") else []
+    out = [dict(c, **switch) for switch in chain]
+    if 8 <= p.M <= 128 and c["PATH"] == "mma" and c["num_stages"] == 1 and c["BLOCK_K"] == 256:
+        out += [dict(c, DOWN_TILES=4, **switch) for switch in [{}] + chain]
+    return [r for r in out if SPACE.check(r, p) is None]
+
+
+def shortlist(results: list[tuple[float, dict[str, Any]]], keep: int) -> list[dict[str, Any]]:
+    """The ``keep`` fastest screened configs and the fastest of each PATH (each once, fastest first)."""
+    ranked = sorted(results, key=lambda r: r[0])
+    best_of_path = {}
+    for _us, config in ranked:
+        best_of_path.setdefault(config["PATH"], config)
+    out: list[dict[str, Any]] = []
+    for config in [c for _, c in ranked[:keep]] + list(best_of_path.values()):
+        if config not in out:
+            out.append(config)
+    return out
 
 
 def _plain(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def _compile(job: tuple[dict[str, Any], dict[str, Any]]) -> str:
-    from aotune.tuner.feasibility import compile_candidate
-
-    problem, config = job
-    result = compile_candidate("mxfp4_moe", problem, config, "sm_90")
-    return result.status if result.fits else f"{result.status}: {result.reason}"
-
-
 def precompile(jobs: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
-    import multiprocessing
+    """Compile ``jobs`` ((problem fields, config) pairs) for this GPU before any timing, each distinct launch
+    once, in 16 processes (``compile_many``; the JIT then hits Triton's cache): a status per job."""
+    from aotune.tuner.feasibility import compile_many
 
-    with ProcessPoolExecutor(16, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_compile, jobs, chunksize=4))
+    major, minor = torch.cuda.get_device_capability()
+    results = compile_many("mxfp4_moe", [(fields, _plain(c)) for fields, c in jobs], f"sm_{major}{minor}",
+                           workers=16)
+    return [r.status if r.fits else f"{r.status}: {r.reason}" for r in results]
 
 
 def time_config(sets: list[dict[str, Any]], config: dict[str, Any], reps: int) -> float:
@@ -226,26 +247,33 @@ def _time_or_nan(sets: list[dict[str, Any]], config: dict[str, Any], reps: int) 
         return float("nan")
 
 
-def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_bw: float, reps: int,
-                  deadline: float) -> dict[str, Any]:
-    n_sets = rotated_sets(p)
-    sets = _sets(p, n_sets, seed=p.M)
-    active = active_bytes(p, sets)
+def screen(sets: list[dict[str, Any]], configs: list[dict[str, Any]], reps: int,
+           deadline: float) -> list[tuple[float, dict[str, Any]]]:
+    """(us, config) of each config that runs (``time_config`` with ``reps`` replays), in order, until
+    ``deadline``; a failing config is reported and left out."""
     results = []
     for config in configs:
         if time.time() > deadline:
             break
-        try:
-            us = time_config(sets, _plain(config), reps)
-        except Exception as exc:  # noqa: BLE001 - a failing candidate is reported, not fatal
-            print(f"  FAIL {config}: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
-            continue
-        results.append((us, config))
+        us = _time_or_nan(sets, _plain(config), reps)
+        if math.isfinite(us):
+            results.append((us, config))
+    return results
+
+
+def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_bw: float, reps: int,
+                  screened: int) -> dict[str, Any]:
+    """The table's row of one problem: ``configs`` (the shortlist, its refinements, SGLang's set) and both
+    defaults timed with ``reps`` replays; ``screened`` is how many configs the screen timed."""
+    n_sets = rotated_sets(p)
+    sets = _sets(p, n_sets, seed=p.M)
+    active = active_bytes(p, sets)
+    results = screen(sets, configs, reps, math.inf)
     default_configs = configs_of_defaults(p)
     defaults = {key: _time_or_nan(sets, config, reps) for key, config in default_configs.items()}
     ref_ms = statistics.median(_events_ms(lambda: fused_moe_ref(**sets[0]), 3))
     row: dict[str, Any] = dict(model=name, M=p.M, n_sets=n_sets, active_mb=active / 1e6, ref_us=ref_ms * 1e3,
-                               tried=len(results), **defaults)
+                               tried=screened, final=len(results), **defaults)
     # The defaults are configs of the space too: "tuned" is never slower than what runs without a bundle.
     results += [(defaults[key], dict(config, _default=key)) for key, config in default_configs.items()
                 if math.isfinite(defaults[key])]
@@ -264,6 +292,17 @@ def bench_problem(name: str, p: MoEProblem, configs: list[dict[str, Any]], copy_
     del sets
     torch.cuda.empty_cache()
     return row
+
+
+def screen_problem(p: MoEProblem, configs: list[dict[str, Any]], reps: int, keep: int,
+                   deadline: float) -> tuple[list[dict[str, Any]], int]:
+    """The shortlist of one problem's screen (``shortlist`` of ``screen`` over its rotated sets) and how
+    many configs were timed."""
+    sets = _sets(p, rotated_sets(p), seed=p.M)
+    results = screen(sets, configs, reps, deadline)
+    del sets
+    torch.cuda.empty_cache()
+    return shortlist(results, keep), len(results)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -286,10 +325,32 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"| {r['model']} | {r['M']} | {per} |")
 
 
+def compiled(plans: dict[tuple[str, int], list[dict[str, Any]]],
+             problems: dict[tuple[str, int], MoEProblem]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """``plans`` less the configs that do not compile for this GPU (``precompile``; the dropped ones are
+    printed). If compilation itself fails, every config is kept and the JIT compiles."""
+    start = time.time()
+    jobs = [(key, c) for key, configs in plans.items() for c in configs]
+    try:
+        statuses = precompile([(problems[key].to_dict(), c) for key, c in jobs])
+    except Exception as exc:  # noqa: BLE001 - the JIT compiles instead, slower
+        print(f"# precompile failed ({type(exc).__name__}: {exc}); the JIT compiles", flush=True)
+        statuses = ["ok"] * len(jobs)
+    dropped = [(key, c, status) for (key, c), status in zip(jobs, statuses) if status != "ok"]
+    print(f"# precompiled {len(jobs)} candidates in {time.time() - start:.0f} s, {len(dropped)} dropped", flush=True)
+    for key, c, status in dropped[:20]:
+        print(f"  dropped {_plain(c)} at {key}: {status[:160]}")
+    bad = {(key, json.dumps(c, sort_keys=True)) for key, c, _ in dropped}
+    return {key: [c for c in configs if (key, json.dumps(c, sort_keys=True)) not in bad]
+            for key, configs in plans.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--reps", type=int, default=15)
-    parser.add_argument("--budget-s", type=float, default=300.0)
+    parser.add_argument("--reps", type=int, default=15, help="replays per timing of the final round")
+    parser.add_argument("--screen-reps", type=int, default=3, help="replays per timing of the screen")
+    parser.add_argument("--keep", type=int, default=6, help="screened configs per problem refined and re-timed")
+    parser.add_argument("--budget-s", type=float, default=300.0, help="seconds for the screen of all problems")
     parser.add_argument("--json", default="")
     parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="comma-separated M values")
     parser.add_argument("--paths", default="decode,prefill,gemv,mma", help="PATH values swept (SGLang's set always)")
@@ -297,35 +358,32 @@ def main() -> None:
     args = parser.parse_args()
     start = time.time()
     tokens, paths = [int(m) for m in args.tokens.split(",")], set(args.paths.split(","))
-    problems = [(n, MoEProblem(M=m, **MODELS[n])) for n in args.models.split(",") for m in tokens]
-    plans = {(n, p.M): [c for c in sweep(p) if c.get("_sglang") or c["PATH"] in paths] for n, p in problems}
-    jobs = [(p.to_dict(), _plain(c)) for n, p in problems for c in plans[(n, p.M)]]
-    try:
-        statuses = precompile(jobs)
-    except Exception as exc:  # noqa: BLE001 - the JIT compiles instead, slower
-        print(f"# precompile failed ({type(exc).__name__}: {exc}); the JIT compiles", flush=True)
-        statuses = ["ok"] * len(jobs)
-    bad = {(json.dumps(j[0], sort_keys=True), json.dumps(j[1], sort_keys=True)): s
-           for j, s in zip(jobs, statuses) if s != "ok"}
-    print(f"# {torch.cuda.get_device_name()}  precompiled {len(jobs)} candidates in {time.time() - start:.0f} s, "
-          f"{len(bad)} dropped", flush=True)
-    for (pj, cj), status in list(bad.items())[:20]:
-        print(f"  dropped {cj} at {pj}: {status[:160]}")
+    problems = {(n, m): MoEProblem(M=m, **MODELS[n]) for n in args.models.split(",") for m in tokens}
+    plans = compiled({key: [c for c in sweep(p) if c.get("_sglang") or c["PATH"] in paths]
+                      for key, p in problems.items()}, problems)
+    print(f"# {torch.cuda.get_device_name()}: screening {sum(map(len, plans.values()))} configs", flush=True)
     copy_bw, tflops = copy_bandwidth(), matmul_tflops()
     print(f"# copy bandwidth {copy_bw / 1e9:.0f} GB/s (read+write), bf16 matmul {tflops:.0f} TFLOP/s", flush=True)
-    deadline = time.time() + args.budget_s  # the sweep's budget starts after the precompile
+    # 1. screen every config with few replays (the budget starts after the precompile)
+    deadline, screened, finals = time.time() + args.budget_s, {}, {}
+    for i, (key, p) in enumerate(problems.items()):
+        share = time.time() + (deadline - time.time()) / (len(problems) - i)
+        best, screened[key] = screen_problem(p, plans[key], args.screen_reps, args.keep, share)
+        pdl = p.M <= 32 and torch.cuda.get_device_capability() >= (9, 0)
+        finals[key] = best + [r for c in best for r in refinements(p, c, pdl)]
+        finals[key] += [c for c in plans[key] if c.get("_sglang") and c not in finals[key]]
+        print(f"# {key}: screened {screened[key]}, shortlist {[_plain(c) for c in best[:3]]} ...", flush=True)
+    # 2. the shortlists, their refinements and SGLang's set, timed again with the full replays
+    finals = compiled(finals, problems)
     rows = []
-    for n, p in problems:
-        configs = [c for c in plans[(n, p.M)]
-                   if (json.dumps(p.to_dict(), sort_keys=True), json.dumps(_plain(c), sort_keys=True)) not in bad]
-        remaining = len(problems) - len(rows)
-        row = bench_problem(n, p, configs, copy_bw, args.reps, time.time() + (deadline - time.time()) / remaining)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    for key, p in problems.items():
+        rows.append(bench_problem(key[0], p, finals[key], copy_bw, args.reps, screened[key]))
+        print(json.dumps(rows[-1]), flush=True)
+        if args.json:  # after every row: a run cut short keeps the rows it finished
+            with open(args.json, "w") as handle:
+                json.dump(dict(copy_bw=copy_bw, tflops=tflops, rows=rows), handle, indent=1)
+    print(f"# done in {time.time() - start:.0f} s", flush=True)
     print_table(rows)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(dict(copy_bw=copy_bw, tflops=tflops, rows=rows), handle, indent=1)
 
 
 if __name__ == "__main__":

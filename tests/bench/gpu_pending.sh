@@ -5,12 +5,10 @@
 #   tests        the gpu-marked tests of every kernel (about 250 s; 6 processes if pytest-xdist is there)
 #   moe-split    the mma path's first-GEMM K split (SPLIT_K 1 / 2 / 4) at the best tiles (moe_mma_variants.py)
 #   mla-combine  FlashMLA's two-pass combine against the online merge it replaced (mla_combine_ab.py)
-#   moe-table    the issue's MoE table (bench_mxfp4_moe.py): moe-m1 then moe-rest (more than one 10-minute call:
-#                each sweep's budget starts after its precompile)
-#   moe-m1       its M = 1 rows over the gemv and mma paths (about 240 s)
-#   moe-rest     its M = 8-4096 rows over mma and prefill (the paths that won there on the H200; about 560 s)
-#   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; about 540 s: a call of
-#                its own, the precompile of 2,262 candidates took 246 s on the H100, then a 240 s sweep)
+#   moe-table    the issue's MoE table (bench_mxfp4_moe.py, every M and path): all configs screened with 3
+#                replays, each row's shortlist with PDL / DOWN_TILES re-timed with 10 (never run in this form;
+#                about 1,550 screened configs, 2,200 distinct launches to compile: expected to fit one call)
+#   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; 883 screened configs)
 #   mla-table    the issue's FlashMLA table (bench_flash_mla.py 80)
 #   moe-floor    the MoE decode floor: a pure read of the active experts' bytes in 1 and 2 launches, and the
 #                launch floor of 1-4 empty kernels (bench_moe_floor.py, about 90 s)
@@ -43,13 +41,10 @@ for step in "$@"; do
              | tail -25 | tee "$out/gpu_tests.txt" ;;
     moe-split) timeout 400 python3 tests/bench/moe_mma_variants.py split 2>&1 | tee "$out/moe_split.txt" ;;
     mla-combine) (cd tests/bench && timeout 300 python3 mla_combine_ab.py) 2>&1 | tee "$out/mla_combine.txt" ;;
-    moe-table) bash "$0" moe-m1 moe-rest ;;
-    moe-m1) timeout 240 python3 tests/bench/bench_mxfp4_moe.py --tokens 1 --paths gemv,mma --reps 10 \
-              --budget-s 100 --json "$out/moe_m1.json" 2>&1 | grep -v '^{' | tee "$out/moe_table_m1.txt" ;;
-    moe-rest) timeout 560 python3 tests/bench/bench_mxfp4_moe.py --tokens 8,32,128,1024,4096 --paths mma,prefill \
-                --reps 10 --budget-s 240 --json "$out/moe.json" 2>&1 | grep -v '^{' | tee "$out/moe_table.txt" ;;
+    moe-table) timeout 540 python3 tests/bench/bench_mxfp4_moe.py --reps 10 --budget-s 180 --json "$out/moe.json" 2>&1 \
+                 | grep -v '^{' | tee "$out/moe_table.txt" ;;
     moe-decode) timeout 560 python3 tests/bench/bench_mxfp4_moe.py --tokens 1,8,32 --paths gemv,mma --reps 10 \
-                  --budget-s 240 --json "$out/moe_decode.json" 2>&1 | grep -v '^{' | tee "$out/moe_decode.txt" ;;
+                  --budget-s 150 --json "$out/moe_decode.json" 2>&1 | grep -v '^{' | tee "$out/moe_decode.txt" ;;
     moe-floor) timeout 200 python3 tests/bench/bench_moe_floor.py 2>&1 | tee "$out/moe_floor.txt" ;;
     pdl-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_pdl.py \
                  2>&1 | tail -15 | tee "$out/pdl_tests.txt" ;;
