@@ -584,3 +584,13 @@ def test_gpu_runtime_default_without_a_bundle_is_the_mma_path(name: str, fields:
     finally:
         loader.configure()
         runtime._MEMO.clear()
+
+
+def test_floor_benchmark_gathers_exactly_the_bytes_the_kernel_reads() -> None:
+    """``tests/bench/bench_mla_floor.py`` (the floor the issue's goals are judged against) reads the kernel's
+    bytes: its gather's words against a torch gather of the same rows, scales and ids, both layouts."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run([sys.executable, "tests/bench/bench_mla_floor.py", "--check"], env=env,
+                            capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("checked against torch") == 2

@@ -10,6 +10,9 @@
 #                about 1,550 screened configs, 2,200 distinct launches to compile: expected to fit one call)
 #   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; 883 screened configs)
 #   mla-table    the issue's FlashMLA table (bench_flash_mla.py 80)
+#   mla-floor    FlashMLA's floor: the best pure gather of the kernel's bytes in 1 launch and followed by a
+#                dependent one, V3.2 and V4-Flash TP 8 at B = 1-256, next to the runtime default (bench_mla_floor.py;
+#                never run: is V4-Flash B = 64's 50% reachable?)
 #   moe-floor    the MoE decode floor: a pure read of the active experts' bytes in 1 and 2 launches, and the
 #                launch floor of 1-4 empty kernels (bench_moe_floor.py, about 90 s)
 #   pdl-tests    the GPU tests of programmatic dependent launch alone (tests/test_pdl.py, config PDL)
@@ -66,6 +69,7 @@ for step in "$@"; do
                      AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist \
                        tests/test_flash_mla.py -k "mma_path or fused" 2>&1 | tail -25 | tee "$out/mla_fused_tests.txt" ;;
     mla-fused) (cd tests/bench && timeout 300 python3 mla_fused_ab.py) 2>&1 | tee "$out/mla_fused.txt" ;;
+    mla-floor) timeout 300 python3 tests/bench/bench_mla_floor.py 2>&1 | tee "$out/mla_floor.txt" ;;
     mla-table) timeout 300 python3 tests/bench/bench_flash_mla.py 80 2>&1 | tee "$out/mla_table.txt" ;;
     *) echo "unknown step $step (see the list at the top)" ;;
   esac
