@@ -296,6 +296,19 @@ def _gather(ids, u8, bf, f32, n_tok, page_words, PAGE: gl.constexpr, LAYOUT: gl.
     return raw, rope, sc0, sc1
 
 
+@gluon.jit
+def _split_start(idx_ptr, xidx_ptr, len_ptr, xlen_ptr, row, split, b, T, TX, BT: gl.constexpr,
+                 NUM_SPLITS: gl.constexpr, HAS_LEN: gl.constexpr, HAS_XLEN: gl.constexpr, ids_l: gl.constexpr):
+    """A program's positions: (tiles of the main cache, first tile, end tile, the two caches' limits) and the
+    ids of its first two tiles, loaded without waiting for the lengths (``_tile_ids`` EARLY) so that they,
+    the lengths and q are in flight together. Shared by both mma kernels."""
+    tiles_main, lo, hi = split_range(split, T, TX, BT, NUM_SPLITS)
+    limit, xlimit = row_limits(len_ptr, xlen_ptr, b, T, TX, HAS_LEN, HAS_XLEN)
+    ids = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BT, ids_l, True)
+    ids_next = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BT, ids_l, True)
+    return tiles_main, lo, hi, limit, xlimit, ids, ids_next
+
+
 # PV weights are stored relative to a reference per head (``acc`` is in units of it), the same in every warp:
 # at most REBASE times it, so fp16 never overflows. The reference follows the softmax's max (times alpha, no
 # pass over ``acc``) and is raised, with one pass over ``acc``, only when the tile's largest scale (a bound
@@ -305,9 +318,15 @@ REBASE = gl.constexpr(32768.0)
 
 
 @gluon.jit
-def _rebase(acc, ref, new):
-    """``acc`` [4, 16, N] from units of ``ref`` [16] to units of ``new`` [16] (>= ref)."""
-    return acc * gl.where(new > 0, gl.fdiv(ref, new), 1.0)[:, None][None, :, :]  # approximate: 2 ulp
+def _rebase(acc, ref, new, HEADS_N: gl.constexpr):
+    """``acc`` from units of ``ref`` to units of ``new`` (>= ref), per head: [4, 16, N] (heads on axis 1) or,
+    with HEADS_N (``_mla_mma8``: the heads as the MMA's N), [4, N, 8]."""
+    factor = gl.where(new > 0, gl.fdiv(ref, new), 1.0)  # approximate: 2 ulp
+    if HEADS_N:
+        out = acc * factor[None, :][None, :, :]
+    else:
+        out = acc * factor[:, None][None, :, :]
+    return out
 
 
 @gluon.jit
@@ -316,6 +335,48 @@ def _follow(inv, grow_by, ref):
     at most fp32's largest finite value (so that a weight of 0 times it stays 0). Each step rounds it by a
     few ulp more than a division would; the rebase (``_attend``) sets it exactly."""
     return gl.where(ref > 0, gl.minimum(inv * grow_by, 3.4028234663852886e38), 0.0)
+
+
+@gluon.jit
+def _online_step(s, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, top_scale, LAYOUT: gl.constexpr,
+                 HEADS_N: gl.constexpr):
+    """The online softmax over a tile's summed scores ``s`` (exp2 space; [16 heads, BT], or [BT, 8 heads] with
+    HEADS_N): the new max per head, the weights ``p = exp2(s * qk_scale - m_new)``, and the state after the
+    tile: ``l``, the references and their inverses follow the max (``_follow``: no division), and where the
+    tile's largest scale ``top_scale`` exceeds REBASE times the reference (rare: the first tile) the
+    accumulators are rebased in one pass (``_rebase``). Shared by both mma kernels."""
+    if HEADS_N:
+        m_new = gl.maximum(m, gl.max(s, axis=0) * qk_scale)  # the max commutes with a positive factor
+    else:
+        m_new = gl.maximum(m, gl.max(s, axis=1) * qk_scale)
+    alpha = gl.exp2(m - m_new)
+    grow_by = gl.exp2(m_new - m)  # 1 / alpha: the inverses follow without a division
+    if HEADS_N:
+        p = gl.exp2(gl.fma(s, qk_scale[None, :], -m_new[None, :]))
+        l = l * alpha + gl.sum(p, axis=0)
+    else:
+        p = gl.exp2(gl.fma(s, qk_scale[:, None], -m_new[:, None]))
+        l = l * alpha + gl.sum(p, axis=1)
+    ref = ref * alpha
+    ref_r = ref_r * alpha
+    inv_ref = _follow(inv_ref, grow_by, ref)
+    if LAYOUT == 1:  # v4's rope weights alone use it
+        inv_r = _follow(inv_r, grow_by, ref_r)
+    grow = top_scale > ref * REBASE  # the weights p * scale are at most top_scale (p <= 1)
+    if LAYOUT == 1:
+        grow = grow | (ref_r * REBASE < 1.0)  # the rope weights are p alone
+    if gl.max(grow.to(gl.int32), axis=0) > 0:  # rare (the first tile): one pass over acc
+        new = gl.maximum(ref, top_scale)
+        acc0 = _rebase(acc0, ref, new, HEADS_N)
+        acc1 = _rebase(acc1, ref, new, HEADS_N)
+        ref = new
+        inv_ref = gl.where(ref > 0, gl.fdiv(1.0, ref), 0.0)
+        if LAYOUT == 1:
+            new_r = gl.maximum(ref_r, 1.0)
+            acc_r = _rebase(acc_r, ref_r, new_r, HEADS_N)
+            ref_r = new_r
+            inv_r = gl.fdiv(1.0, ref_r)
+    return m_new, p, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r
 
 
 @gluon.jit
@@ -365,30 +426,8 @@ def _attend(qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_re
     else:
         top = gl.max(gl.maximum(sc0, sc1), axis=1)
     s, top_scale = _exchange(part, top, sbuf, top_buf, BT)  # [16, BT]: the warps' partial scores, summed
-    m_new = gl.maximum(m, gl.max(s, axis=1) * qk_scale)  # the max commutes with a positive factor
-    alpha = gl.exp2(m - m_new)
-    grow_by = gl.exp2(m_new - m)  # 1 / alpha: the inverses follow without a division
-    p = gl.exp2(gl.fma(s, qk_scale[:, None], -m_new[:, None]))
-    l = l * alpha + gl.sum(p, axis=1)
-    ref = ref * alpha
-    ref_r = ref_r * alpha
-    inv_ref = _follow(inv_ref, grow_by, ref)
-    if LAYOUT == 1:  # v4's rope weights alone use it
-        inv_r = _follow(inv_r, grow_by, ref_r)
-    grow = top_scale > ref * REBASE  # the weights p * scale are at most top_scale (p <= 1)
-    if LAYOUT == 1:
-        grow = grow | (ref_r * REBASE < 1.0)  # the rope weights are p alone
-    if gl.max(grow.to(gl.int32), axis=0) > 0:  # rare (the first tile): one pass over acc
-        new = gl.maximum(ref, top_scale)
-        acc0 = _rebase(acc0, ref, new)
-        acc1 = _rebase(acc1, ref, new)
-        ref = new
-        inv_ref = gl.where(ref > 0, gl.fdiv(1.0, ref), 0.0)
-        if LAYOUT == 1:
-            new_r = gl.maximum(ref_r, 1.0)
-            acc_r = _rebase(acc_r, ref_r, new_r)
-            ref_r = new_r
-            inv_r = gl.fdiv(1.0, ref_r)
+    m_new, p, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _online_step(
+        s, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, top_scale, LAYOUT, False)
     p3 = p[None, :, :]
     acc0 = mma_v2(_weights(p3 * sc0[:, None, :], inv_ref, a_op, gl.float16), _v_operand(k0, BT, 64), acc0)
     acc1 = mma_v2(_weights(p3 * sc1[:, None, :], inv_ref, a_op, gl.float16), _v_operand(k1, BT, 64), acc1)
@@ -550,11 +589,8 @@ def mla_decode_mma_kernel(
     heads = pid_h * H_TILE + r
     hmask = (r < H_TILE) & (heads < H)
     qrows = row.to(gl.int64) * H + heads
-    tiles_main, lo, hi = split_range(split, T, TX, BLOCK_T, NUM_SPLITS)
-    limit, xlimit = row_limits(len_ptr, xlen_ptr, b, T, TX, HAS_LEN, HAS_XLEN)
-    # the first two tiles' ids are loaded before q (both loads in flight at once)
-    ids = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l, True)
-    ids_next = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l, True)
+    tiles_main, lo, hi, limit, xlimit, ids, ids_next = _split_start(
+        idx_ptr, xidx_ptr, len_ptr, xlen_ptr, row, split, b, T, TX, BLOCK_T, NUM_SPLITS, HAS_LEN, HAS_XLEN, ids_l)
     qa0, qa1, qra, up = _load_q(q_ptr, qrows, hmask, LAYOUT)
     Q_REGS: gl.constexpr = BLOCK_T == 16  # BLOCK_T 32 has no room for q's 36 registers (it would spill)
     q_sh: gl.constexpr = gl.SwizzledSharedLayout(8, 1, 8, order=[2, 1, 0])

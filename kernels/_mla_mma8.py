@@ -26,9 +26,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
-from aotune.kernels._mla_kernels import row_limits, split_range
-from aotune.kernels._mla_mma import (REBASE, _follow, _fp8x4_f16, _gather, _mma3, _raw_layout, _scaled_q,
-                                     _store_layout, _store_result, _tile_ids, _top_layout)
+from aotune.kernels._mla_mma import (_fp8x4_f16, _gather, _mma3, _online_step, _raw_layout, _scaled_q,
+                                     _split_start, _store_layout, _store_result, _tile_ids, _top_layout)
 from aotune.kernels._pdl import gl_gdc_launch_dependents
 
 HN = gl.constexpr(8)  # heads per program (the MMA's N)
@@ -144,12 +143,6 @@ def _load_q(q_ptr, rows, hmask, LAYOUT: gl.constexpr):
 
 
 @gluon.jit
-def _rebase(acc, ref, new):
-    """``acc`` [4, N, 8] from units of ``ref`` [8] to units of ``new`` [8] (>= ref)."""
-    return acc * gl.where(new > 0, gl.fdiv(ref, new), 1.0)[None, :][None, :, :]  # approximate: 2 ulp
-
-
-@gluon.jit
 def _attend(q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1,
             sbuf, top_buf, LAYOUT: gl.constexpr, BT: gl.constexpr):
     """One online-softmax step over a tile (exp2 space), as ``_mla_mma._attend`` with the products
@@ -176,30 +169,8 @@ def _attend(q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, 
     else:
         top = gl.max(gl.maximum(sc0, sc1), axis=1)
     s, top_scale = _exchange(part, top, sbuf, top_buf, BT)  # [BT, 8]: the warps' partial scores, summed
-    m_new = gl.maximum(m, gl.max(s, axis=0) * qk_scale)  # the max commutes with a positive factor
-    alpha = gl.exp2(m - m_new)
-    grow_by = gl.exp2(m_new - m)
-    p = gl.exp2(gl.fma(s, qk_scale[None, :], -m_new[None, :]))
-    l = l * alpha + gl.sum(p, axis=0)
-    ref = ref * alpha
-    ref_r = ref_r * alpha
-    inv_ref = _follow(inv_ref, grow_by, ref)
-    if LAYOUT == 1:
-        inv_r = _follow(inv_r, grow_by, ref_r)
-    grow = top_scale > ref * REBASE
-    if LAYOUT == 1:
-        grow = grow | (ref_r * REBASE < 1.0)
-    if gl.max(grow.to(gl.int32), axis=0) > 0:  # rare (the first tile): one pass over acc
-        new = gl.maximum(ref, top_scale)
-        acc0 = _rebase(acc0, ref, new)
-        acc1 = _rebase(acc1, ref, new)
-        ref = new
-        inv_ref = gl.where(ref > 0, gl.fdiv(1.0, ref), 0.0)
-        if LAYOUT == 1:
-            new_r = gl.maximum(ref_r, 1.0)
-            acc_r = _rebase(acc_r, ref_r, new_r)
-            ref_r = new_r
-            inv_r = gl.fdiv(1.0, ref_r)
+    m_new, p, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _online_step(
+        s, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, top_scale, LAYOUT, True)
     pw = (p * inv_ref[None, :])[None, :, :]
     w0 = _weights((pw * sc0[:, :, None]).to(gl.float16), BT)
     if LAYOUT == 0:
@@ -259,10 +230,8 @@ def mla_decode_mma8_kernel(
     heads = pid_h * HN + gl.arange(0, HN, layout=heads_l)
     hmask = heads < H
     qrows = row.to(gl.int64) * H + heads
-    tiles_main, lo, hi = split_range(split, T, TX, BLOCK_T, NUM_SPLITS)
-    limit, xlimit = row_limits(len_ptr, xlen_ptr, b, T, TX, HAS_LEN, HAS_XLEN)
-    ids = _tile_ids(idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l, True)
-    ids_next = _tile_ids(idx_ptr, xidx_ptr, row, lo + 1, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l, True)
+    tiles_main, lo, hi, limit, xlimit, ids, ids_next = _split_start(
+        idx_ptr, xidx_ptr, len_ptr, xlen_ptr, row, split, b, T, TX, BLOCK_T, NUM_SPLITS, HAS_LEN, HAS_XLEN, ids_l)
     q0, q1, qr, up = _load_q(q_ptr, qrows, hmask, LAYOUT)
     qk_scale = up * scale_log2
     m = gl.full((HN,), -1e30, gl.float32, layout=heads_l)
