@@ -16,7 +16,7 @@ import re
 import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -189,13 +189,12 @@ def _compile_here(kernel_name: str, problem: dict[str, Any], config: dict[str, A
     if reason:
         return CompileResult("invalid", reason=reason)
     start = time.perf_counter()
-    shared = regs = spills = 0
+    parts: list[CompileResult] = []
     artifacts: list[dict[str, bytes]] = []
     try:
         for launch in kernel.launches(typed, config):
             compiled = compile_launch(launch, arch)
-            launch_regs, launch_spills = cubin_resources(compiled.asm["cubin"])
-            shared, regs, spills = max(shared, compiled.metadata.shared), max(regs, launch_regs), spills + launch_spills
+            parts.append(_resources(compiled))
             if keep_artifacts:
                 artifacts.append(_cache_artifacts(compiled))
             if keep_artifacts and host_modules:
@@ -204,8 +203,14 @@ def _compile_here(kernel_name: str, problem: dict[str, Any], config: dict[str, A
     except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise there
         status, text = classify_compile_error(exc)
         return CompileResult(status, reason=text, seconds=time.perf_counter() - start)
-    result = CompileResult("ok", shared, regs, spills, None, time.perf_counter() - start, artifacts)
-    return _check_limits(result, arch, int(config.get("num_warps", 4)))
+    result = _combined(parts, arch, int(config.get("num_warps", 4)))
+    return replace(result, seconds=time.perf_counter() - start, artifacts=artifacts)
+
+
+def _resources(compiled: Any) -> CompileResult:
+    """An ok result with one compiled launch's shared memory, registers and spills."""
+    regs, spills = cubin_resources(compiled.asm["cubin"])
+    return CompileResult("ok", compiled.metadata.shared, regs, spills)
 
 
 def _compile_nth(kernel_name: str, problem: dict[str, Any], config: dict[str, Any], index: int,
@@ -218,12 +223,11 @@ def _compile_nth(kernel_name: str, problem: dict[str, Any], config: dict[str, An
     kernel = get_kernel(kernel_name)
     start = time.perf_counter()
     try:
-        compiled = compile_launch(kernel.launches(kernel.problem(problem), config)[index], get_arch(target))
-        regs, spills = cubin_resources(compiled.asm["cubin"])
+        result = _resources(compile_launch(kernel.launches(kernel.problem(problem), config)[index], get_arch(target)))
     except Exception as exc:  # noqa: BLE001 - classified below; unknown errors re-raise there
         status, text = classify_compile_error(exc)
         return CompileResult(status, reason=text, seconds=time.perf_counter() - start)
-    return CompileResult("ok", compiled.metadata.shared, regs, spills, None, time.perf_counter() - start)
+    return replace(result, seconds=time.perf_counter() - start)
 
 
 def _launch_identities(kernel_name: str, problem: dict[str, Any], config: dict[str, Any],
