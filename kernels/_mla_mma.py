@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 
 from aotune.kernels._mla_kernels import row_limits, split_range
 from aotune.kernels._pdl import gl_gdc_launch_dependents
@@ -262,10 +262,14 @@ def _token_words(ids, n_tok, page_words, PAGE: gl.constexpr, LAYOUT: gl.constexp
 
 
 @gluon.jit
-def _gather(ids, u8, bf, f32, n_tok, page_words, PAGE: gl.constexpr, LAYOUT: gl.constexpr, BT: gl.constexpr):
+def _gather(ids, u8, bf, f32, n_tok, page_words, PAGE: gl.constexpr, LAYOUT: gl.constexpr, BT: gl.constexpr,
+            raw_slot=None, rope_slot=None, ASYNC: gl.constexpr = False):
     """One tile's raw fp8 words [4, BT, 32], rope [4, BT, 16] bf16 and the two halves' scales [4, BT] fp32,
     all in the layout of the loads (``_raw_layout``; ``_attend`` moves the scales to the score layout), from
-    token ids [BT] in that layout. An invalid token's scales are -1 (``_attend`` masks its scores by that)."""
+    token ids [BT] in that layout. An invalid token's scales are -1 (``_attend`` masks its scores by that).
+    With ASYNC (``_mla_mma8``'s ring) the words and the rope go to the shared-memory slots ``raw_slot`` /
+    ``rope_slot`` instead (cp.async, zeros where masked, one commit group), each thread copying what it will
+    read back in the same layout, and only the scales come back (``raw`` and ``rope`` are 0)."""
     raw_l: gl.constexpr = _raw_layout(BT)
     rope_l: gl.constexpr = _rope_layout(BT)
     sc_l: gl.constexpr = gl.SliceLayout(2, raw_l)
@@ -276,13 +280,23 @@ def _gather(ids, u8, bf, f32, n_tok, page_words, PAGE: gl.constexpr, LAYOUT: gl.
     if LAYOUT == 1:
         kmask = kmask & (word < 112)  # words 112-127 hold rope bytes: v4's eighth group is 0
     words = u8.to(gl.pointer_type(gl.int32), bitcast=True)
-    raw = gl.load(words + base[None, :, None] + word, mask=kmask, other=0)
+    if ASYNC:
+        async_copy.async_copy_global_to_shared(raw_slot, words + base[None, :, None] + word, mask=kmask)
+        raw = 0
+    else:
+        raw = gl.load(words + base[None, :, None] + word, mask=kmask, other=0)
     base_r = gl.convert_layout(base, gl.SliceLayout(0, gl.SliceLayout(2, rope_l)), assert_trivial=True)
     valid_r = gl.convert_layout(valid, gl.SliceLayout(0, gl.SliceLayout(2, rope_l)), assert_trivial=True)
     wr = gl.arange(0, 4, layout=gl.SliceLayout(1, gl.SliceLayout(2, rope_l)))[:, None, None]
     dr = 16 * wr + gl.arange(0, 16, layout=gl.SliceLayout(0, gl.SliceLayout(1, rope_l)))[None, None, :]
     ROPE: gl.constexpr = 264 if LAYOUT == 0 else 224  # bf16 elements into the token's row
-    rope = gl.load(bf + (base_r * 2 + ROPE)[None, :, None] + dr, mask=valid_r[None, :, None], other=0.0)
+    if ASYNC:
+        async_copy.async_copy_global_to_shared(rope_slot, bf + (base_r * 2 + ROPE)[None, :, None] + dr,
+                                               mask=valid_r[None, :, None])
+        async_copy.commit_group()
+        rope = 0.0
+    else:
+        rope = gl.load(bf + (base_r * 2 + ROPE)[None, :, None] + dr, mask=valid_r[None, :, None], other=0.0)
     ws = gl.arange(0, 4, layout=gl.SliceLayout(1, sc_l))[:, None]
     smask = valid[None, :]
     if LAYOUT == 0:

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 
-from aotune.kernels._mla_mma import (_fp8x4_f16, _gather, _mma3, _online_step, _raw_layout, _scaled_q,
-                                     _split_start, _store_layout, _store_result, _tile_ids, _top_layout)
+from aotune.kernels._mla_mma import (_fp8x4_f16, _gather, _mma3, _online_step, _raw_layout, _rope_layout,
+                                     _scaled_q, _split_start, _store_layout, _store_result, _tile_ids, _top_layout)
 from aotune.kernels._pdl import gl_gdc_launch_dependents
 
 HN = gl.constexpr(8)  # heads per program (the MMA's N)
@@ -207,17 +207,70 @@ def _output(acc0, acc1, acc_r, ref, ref_r, inv):
 
 
 @gluon.jit
+def _copy_tile(ids, main, raw_slot, rope_slot, u8, xu8, bf, xbf, f32, xf32, n_tok, x_n_tok, pw_main, pw_extra,
+               PAGE: gl.constexpr, LAYOUT: gl.constexpr, BT: gl.constexpr):
+    """A tile of the main cache (``main``) or of the extra one into its ring slots (``_gather`` ASYNC: one
+    cp.async commit group); returns its scales (registers)."""
+    _, _, sc0, sc1 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf), gl.where(main, f32, xf32),
+                             gl.where(main, n_tok, x_n_tok), gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BT,
+                             raw_slot, rope_slot, True)
+    return sc0, sc1
+
+
+@gluon.jit
+def _ring_loop(q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, sbuf, top_buf, ids,
+               ids_next, idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, u8, xu8, bf, xbf, f32,
+               xf32, n_tok, x_n_tok, pw_main, pw_extra, PAGE: gl.constexpr, LAYOUT: gl.constexpr, BT: gl.constexpr,
+               RING: gl.constexpr):
+    """The step loop with the tiles' words and rope in a ring of RING (3) shared-memory slots: tile i + 2's
+    copies (cp.async) are issued before tile i is waited for, so two tiles' gathers are in flight while one
+    computes, without holding them in registers (the register loop holds one, ``mla_decode_mma8_kernel``).
+    The scales (a few registers per tile) are loaded two tiles ahead into registers, the ids three. Each
+    thread reads back exactly the words it copied (the loads' own layouts), so no barrier guards a slot: its
+    refill is issued after the tile it held was consumed by that thread's MMAs. The raw slots swizzle 64-byte
+    halves by token parity, so that the two tokens of a 16-byte load phase hit different banks."""
+    raw_sh: gl.constexpr = gl.SwizzledSharedLayout(16, 1, 2, order=[2, 1, 0])
+    raws = gl.allocate_shared_memory(gl.int32, [RING, 4, BT, 32], raw_sh)
+    ropes = gl.allocate_shared_memory(gl.bfloat16, [RING, 4, BT, 16],
+                                      gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0]))
+    ids_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(2, _raw_layout(BT)))
+    ids_2 = _tile_ids(idx_ptr, xidx_ptr, row, lo + 2, hi, tiles_main, T, TX, limit, xlimit, BT, ids_l, True)
+    sc0, sc1 = _copy_tile(ids, lo < tiles_main, raws.index(0), ropes.index(0), u8, xu8, bf, xbf, f32, xf32, n_tok,
+                          x_n_tok, pw_main, pw_extra, PAGE, LAYOUT, BT)
+    sc0_n, sc1_n = _copy_tile(ids_next, lo + 1 < tiles_main, raws.index(1), ropes.index(1), u8, xu8, bf, xbf, f32,
+                              xf32, n_tok, x_n_tok, pw_main, pw_extra, PAGE, LAYOUT, BT)
+    ids = ids_2
+    for tile in range(lo, hi):
+        i = tile - lo
+        ahead = (i + 2) % RING  # the slot tile i - 1 held, consumed in the last step
+        sc0_a, sc1_a = _copy_tile(ids, tile + 2 < tiles_main, raws.index(ahead), ropes.index(ahead), u8, xu8, bf,
+                                  xbf, f32, xf32, n_tok, x_n_tok, pw_main, pw_extra, PAGE, LAYOUT, BT)
+        ids = _tile_ids(idx_ptr, xidx_ptr, row, tile + 3, hi, tiles_main, T, TX, limit, xlimit, BT, ids_l)
+        async_copy.wait_group(RING - 1)  # tile i's group has landed; the next two may be in flight
+        raw = raws.index(i % RING).load(_raw_layout(BT))
+        rope = ropes.index(i % RING).load(_rope_layout(BT))
+        m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _attend(
+            q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1, sbuf,
+            top_buf, LAYOUT, BT)
+        sc0, sc1, sc0_n, sc1_n = sc0_n, sc1_n, sc0_a, sc1_a
+    async_copy.wait_group(0)  # the copies past the last tile (masked: zeros) before the slots are released
+    return m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r
+
+
+@gluon.jit
 def mla_decode_mma8_kernel(
     q_ptr, u8, bf, f32, idx_ptr, len_ptr, n_tok, page_stride, T,
     xu8, xbf, xf32, xidx_ptr, xlen_ptr, x_n_tok, x_page_stride, TX,
     sink_ptr, out_ptr, lse_ptr, part_o_ptr, part_lse_ptr, ticket_ptr, S_q, H, scale_log2,
     LAYOUT: gl.constexpr, PAGE: gl.constexpr, BLOCK_T: gl.constexpr, H_TILE: gl.constexpr,
     NUM_SPLITS: gl.constexpr, HAS_LEN: gl.constexpr, HAS_XLEN: gl.constexpr, HAS_SINK: gl.constexpr,
-    LONELY_POS: gl.constexpr, PDL: gl.constexpr = False, FUSED: gl.constexpr = False,
+    LONELY_POS: gl.constexpr, PDL: gl.constexpr = False, FUSED: gl.constexpr = False, RING: gl.constexpr = 1,
 ):
     """Partial (or, with NUM_SPLITS == 1, final) attention of one (8-head tile, row, split); the arguments
-    and the loop are those of ``_mla_mma.mla_decode_mma_kernel``."""
+    and the loop are those of ``_mla_mma.mla_decode_mma_kernel``. RING 3 (config num_stages 3): the tiles'
+    words and rope go through a ring of three shared-memory slots (cp.async), two tiles ahead (``_ring_loop``)."""
     gl.static_assert(H_TILE == HN, "the heads-as-N path runs 8 heads per program")
+    gl.static_assert((RING == 1) | (RING == 3), "RING: 1 (registers) or 3 (shared-memory ring)")
     if PDL:
         gl_gdc_launch_dependents()
     mma: gl.constexpr = _mma3()
@@ -247,21 +300,27 @@ def mla_decode_mma8_kernel(
     top_buf = gl.allocate_shared_memory(gl.float32, [4], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
     pw_main = (page_stride // 4).to(gl.uint32).to(gl.uint64)
     pw_extra = (x_page_stride // 4).to(gl.uint32).to(gl.uint64)
-    main = lo < tiles_main
-    raw, rope, sc0, sc1 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf), gl.where(main, f32, xf32),
-                                  gl.where(main, n_tok, x_n_tok), gl.where(main, pw_main, pw_extra), PAGE, LAYOUT,
-                                  BLOCK_T)
-    ids = ids_next
-    for tile in range(lo, hi):
-        main = tile + 1 < tiles_main
-        raw1, rope1, sc01, sc11 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
-                                          gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
-                                          gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BLOCK_T)
-        ids = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
-        m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _attend(
-            q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1, sbuf,
-            top_buf, LAYOUT, BLOCK_T)
-        raw, rope, sc0, sc1 = raw1, rope1, sc01, sc11
+    if RING == 1:
+        main = lo < tiles_main
+        raw, rope, sc0, sc1 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
+                                      gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
+                                      gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BLOCK_T)
+        ids = ids_next
+        for tile in range(lo, hi):
+            main = tile + 1 < tiles_main
+            raw1, rope1, sc01, sc11 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
+                                              gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
+                                              gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BLOCK_T)
+            ids = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
+            m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _attend(
+                q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1,
+                sbuf, top_buf, LAYOUT, BLOCK_T)
+            raw, rope, sc0, sc1 = raw1, rope1, sc01, sc11
+    else:
+        m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _ring_loop(
+            q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, sbuf, top_buf, ids, ids_next,
+            idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, u8, xu8, bf, xbf, f32, xf32, n_tok,
+            x_n_tok, pw_main, pw_extra, PAGE, LAYOUT, BLOCK_T, RING)
     inv = gl.where(l > 0, 1.0 / l, 0.0)
     lse2 = gl.where(l > 0, m + gl.log2(l), float("-inf"))
     o, o_r = _output(acc0, acc1, acc_r, ref, ref_r, inv)

@@ -118,11 +118,14 @@ def known_miscompile(config: Config, problem: SparseDecodeProblem) -> str | None
 
 def mma_fits(config: Config, problem: SparseDecodeProblem) -> str | None:
     """The mma path runs 16 head rows (``_mla_mma``) or 8 heads as the MMA's N (``_mla_mma8``) on 4 warps, one
-    tile of gathers in flight in registers."""
+    tile of gathers in flight in registers (num_stages 1) or, with 8 heads, two through a ring of three
+    shared-memory slots (num_stages 3, ``_mla_mma8._ring_loop``)."""
     if path_of(config) != "mma":
         return None
-    if config["H_TILE"] not in (8, 16) or config["num_warps"] != 4 or config["num_stages"] != 1:
-        return "mma path: H_TILE 8 or 16, num_warps 4 and num_stages 1 only"
+    if config["H_TILE"] not in (8, 16) or config["num_warps"] != 4:
+        return "mma path: H_TILE 8 or 16 and num_warps 4 only"
+    if config["num_stages"] != 1 and not (config["num_stages"] == 3 and config["H_TILE"] == 8):
+        return "mma path: num_stages 1, or 3 (the shared-memory ring) with H_TILE 8"
     if config["BLOCK_T"] > 32:
         return "mma path: BLOCK_T <= 32 (BLOCK_T 64 spills registers)"
     return None
@@ -150,7 +153,7 @@ SPACE = ConfigSpace(
                  combine_fits),
     branches=("PATH", {"triton": dict(COMBINE=Choice("launch")),
                        "mma": dict(BLOCK_T=Choice(16, 32), H_TILE=Choice(8, 16), num_warps=Choice(4),
-                                   num_stages=Choice(1))}),
+                                   num_stages=Choice(1, 3))}),
     # SGLang's SM120 Triton sparse decode (KERNELS.md): (BLOCK_T, H_TILE, warps), no split-KV. H_TILE 4
     # and 8 run here as 16-row MMA tiles with the extra rows masked. KERNELS.md names no stage count: 2.
     baselines={"sglang_sm120": [_sglang(16, 4, 4), _sglang(32, 4, 8), _sglang(16, 8, 8), _sglang(32, 8, 8)]},

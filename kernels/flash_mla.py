@@ -178,7 +178,7 @@ def _plan(q: torch.Tensor, cache: torch.Tensor, indices: torch.Tensor, topk_leng
                   num_warps=config["num_warps"], num_stages=config["num_stages"])
     if mma:
         decode = mla_decode_mma8_kernel if h_tile == 8 else mla_decode_mma_kernel
-        kwargs.update(FUSED=fused)
+        kwargs.update(FUSED=fused, **(dict(RING=3) if config["num_stages"] == 3 else {}))
         by_arch = None
     else:
         decode = mla_decode_kernel

@@ -248,10 +248,11 @@ def test_gpu_extreme_magnitudes(name: str, fields: dict, tiny: bool) -> None:
     _check(inputs, _cfg(32, 16, 4, 4, 1))
 
 
-def _mma(block_t: int = 16, splits: int = 1, h_tile: int = 16, combine: str = "launch") -> dict:
+def _mma(block_t: int = 16, splits: int = 1, h_tile: int = 16, combine: str = "launch", stages: int = 1) -> dict:
     """An mma-path config: 16 head rows (``_mla_mma``) or, with ``h_tile`` 8, heads as the MMA's N (``_mla_mma8``);
-    ``combine`` "fused": the last split program of each row merges the partials (no combine launch)."""
-    return dict(_cfg(block_t, h_tile, splits, 4, 1), PATH="mma", COMBINE=combine)
+    ``combine`` "fused": the last split program of each row merges the partials (no combine launch); ``stages``
+    3 (H_TILE 8): the gathers through the shared-memory ring (``_mla_mma8._ring_loop``)."""
+    return dict(_cfg(block_t, h_tile, splits, 4, stages), PATH="mma", COMBINE=combine)
 
 
 def test_mma_path_needs_a_gpu_and_its_tiles() -> None:
@@ -267,9 +268,12 @@ def test_mma_path_needs_a_gpu_and_its_tiles() -> None:
     problem = SparseDecodeProblem(B=1, S_q=1, H=16, topk=2048, layout="v32", page_size=64)
     mma = [c.config for c in KERNEL.space.candidates(problem) if c.config["PATH"] == "mma" and c.invalid_reason is None]
     assert {(c["BLOCK_T"], c["H_TILE"], c["num_warps"], c["num_stages"]) for c in mma} == {
-        (16, 16, 4, 1), (32, 16, 4, 1), (16, 8, 4, 1), (32, 8, 4, 1)}
-    # 2 x 2 tiles x 7 split counts, each with PDL 0 and (6 of the 7 split counts) PDL 1 or COMBINE "fused"
-    assert len(mma) == 76
+        (16, 16, 4, 1), (32, 16, 4, 1), (16, 8, 4, 1), (32, 8, 4, 1), (16, 8, 4, 3), (32, 8, 4, 3)}
+    # 6 tilings (H_TILE 8 with and without the ring) x 7 split counts, each with PDL 0 and (6 of the 7 split
+    # counts) PDL 1 or COMBINE "fused"
+    assert len(mma) == 114
+    with pytest.raises(ValueError, match="num_stages 1, or 3"):
+        sparse_decode(**inputs, config=_mma(stages=3))  # the ring is the 8-head kernel's
 
 
 def test_mma_path_launches_the_heads_as_n_kernel_at_h_tile_8() -> None:
@@ -354,46 +358,54 @@ MMA_GPU_CASES = GPU_CASES + [
 @pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 8), _mma(32, 4), _mma(16, 6), _mma(16, 24),
                                     _mma(16, 1, 8), _mma(32, 1, 8), _mma(16, 8, 8), _mma(32, 4, 8), _mma(16, 24, 8),
                                     _mma(16, 8, 16, "fused"), _mma(32, 3, 16, "fused"), _mma(16, 24, 16, "fused"),
-                                    _mma(16, 8, 8, "fused"), _mma(32, 4, 8, "fused"), _mma(16, 24, 8, "fused")],
+                                    _mma(16, 8, 8, "fused"), _mma(32, 4, 8, "fused"), _mma(16, 24, 8, "fused"),
+                                    _mma(16, 1, 8, stages=3), _mma(32, 1, 8, stages=3), _mma(16, 8, 8, stages=3),
+                                    _mma(32, 4, 8, stages=3), _mma(16, 24, 8, stages=3), _mma(32, 3, 8, "fused", 3)],
                          ids=["bt16", "bt32", "bt16_split8", "bt32_split4", "bt16_split6", "bt16_split24", "h8_bt16",
                               "h8_bt32", "h8_bt16_split8", "h8_bt32_split4", "h8_bt16_split24", "fused_bt16_split8",
                               "fused_bt32_split3", "fused_bt16_split24", "fused_h8_bt16_split8",
-                              "fused_h8_bt32_split4", "fused_h8_bt16_split24"])
+                              "fused_h8_bt32_split4", "fused_h8_bt16_split24", "ring_bt16", "ring_bt32",
+                              "ring_bt16_split8", "ring_bt32_split4", "ring_bt16_split24", "ring_fused_bt32_split3"])
 def test_gpu_mma_path(name: str, fields: dict, config: dict) -> None:
     _check(KERNEL.make_inputs(SparseDecodeProblem(**fields), 13, "cuda"), config)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("h_tile", [16, 8])
+@pytest.mark.parametrize("h_tile,stages", [(16, 1), (8, 1), (8, 3)], ids=["h16", "h8", "h8_ring"])
 @pytest.mark.parametrize("block_t", [16, 32])  # q in registers / read back from shared memory (H_TILE 16)
 @pytest.mark.parametrize("tiny", [False, True])
 @pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
-def test_gpu_mma_path_extreme_magnitudes(name: str, fields: dict, tiny: bool, block_t: int, h_tile: int) -> None:
+def test_gpu_mma_path_extreme_magnitudes(name: str, fields: dict, tiny: bool, block_t: int, h_tile: int,
+                                         stages: int) -> None:
     """fp16 q rows (power-of-two row factors) and fp16 PV weights (running reference per head, raised
     against each tile's largest scale) under huge and tiny q rows and KV scales."""
-    _check(_extreme(KERNEL.make_inputs(SparseDecodeProblem(**fields), 12, "cuda"), tiny), _mma(block_t, 4, h_tile))
+    _check(_extreme(KERNEL.make_inputs(SparseDecodeProblem(**fields), 12, "cuda"), tiny),
+           _mma(block_t, 4, h_tile, stages=stages))
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("h_tile", [16, 8])
+@pytest.mark.parametrize("h_tile,stages", [(16, 1), (8, 1), (8, 3)], ids=["h16", "h8", "h8_ring"])
 @pytest.mark.parametrize("lonely", ["-inf", "+inf"])
 @pytest.mark.parametrize("splits,combine", [(1, "launch"), (2, "launch"), (2, "fused")])
-def test_gpu_mma_path_lonely_rows_and_masked_tiles(lonely: str, splits: int, combine: str, h_tile: int) -> None:
+def test_gpu_mma_path_lonely_rows_and_masked_tiles(lonely: str, splits: int, combine: str, h_tile: int,
+                                                    stages: int) -> None:
     inputs = KERNEL.make_inputs(SparseDecodeProblem(B=3, S_q=1, H=2, topk=48, layout="v4", page_size=16,
                                                     extra_topk=16, has_sink=True, has_topk_length=True), 3, "cuda")
     inputs["indices"][0] = -1
     inputs["extra_indices"][0, :, ::2] = -1
     inputs["indices"][1, :, :32] = -1
     inputs["topk_length"][2], inputs["extra_topk_length"][2] = 0, 0
-    out, lse = sparse_decode(**inputs, lonely_lse=lonely, config=_mma(16, splits, h_tile, combine))
+    out, lse = sparse_decode(**inputs, lonely_lse=lonely, config=_mma(16, splits, h_tile, combine, stages))
     ref_out, ref_lse = sparse_decode_ref(**inputs, lonely_lse=lonely)
     assert torch.all(out[2] == 0) and torch.all(lse[2] == float(lonely))
     assert rel_error(out, ref_out) <= 1e-2 and rel_error(lse, ref_lse) <= 1e-3
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 4), _mma(16, 1, 8), _mma(32, 4, 8)],
-                         ids=["bt16", "bt32", "bt16_split4", "h8_bt16", "h8_bt32_split4"])
+@pytest.mark.parametrize("config", [_mma(16, 1), _mma(32, 1), _mma(16, 4), _mma(16, 1, 8), _mma(32, 4, 8),
+                                    _mma(16, 1, 8, stages=3), _mma(32, 4, 8, stages=3)],
+                         ids=["bt16", "bt32", "bt16_split4", "h8_bt16", "h8_bt32_split4", "ring_bt16",
+                              "ring_bt32_split4"])
 @pytest.mark.parametrize("name,fields", [GPU_CASES[0], GPU_CASES[2]], ids=["v32_tp8", "v4_tp8"])
 def test_gpu_mma_path_zero_tokens_and_ids_past_the_cache(name: str, fields: dict, config: dict) -> None:
     """Tokens whose values are all zero (v32: scale 0, so a tile's largest scale can be 0 and the PV

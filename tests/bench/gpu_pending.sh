@@ -26,6 +26,8 @@
 #   mla-defer    the same at B = 64 and 256, 2 rounds, with a column for mla_defer_pv.patch (each tile's PV
 #                in the next step; never run)
 #   mla-h8       FlashMLA's mma path at V4-Flash TP 8: 16 head rows against 8 heads as the MMA's N (mla_h8_ab.py)
+#   mla-ring-tests the GPU tests of FlashMLA's mma path with the shared-memory ring (H_TILE 8, num_stages 3)
+#   mla-ring     H_TILE 8's register loop against its shared-memory ring, V4-Flash TP 8 (mla_h8_ab.py --ring)
 #   mla-fused-tests the GPU tests of FlashMLA's mma path with COMBINE "fused" and its tickets (test_flash_mla.py)
 #   mla-fused    COMBINE "launch" (combine kernel, PDL) against "fused" (last split program merges), V4-Flash and
 #                V3.2 TP 8 at B = 1-256 (mla_fused_ab.py, about 200 s)
@@ -65,6 +67,11 @@ for step in "$@"; do
     mla-defer) patch -s -o /tmp/mla_mma8_defer.py kernels/_mla_mma8.py tests/bench/mla_defer_pv.patch &&
                (cd tests/bench && timeout 200 python3 mla_h8_ab.py --batches 64,256 --rounds 2 \
                   --variant /tmp/mla_mma8_defer.py) 2>&1 | tee "$out/mla_defer.txt" ;;
+    mla-ring-tests) xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 6")
+                    AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist \
+                      tests/test_flash_mla.py tests/test_pdl.py -k "mma_path or ring or mla_chain" 2>&1 | tail -25 \
+                      | tee "$out/mla_ring_tests.txt" ;;
+    mla-ring) (cd tests/bench && timeout 300 python3 mla_h8_ab.py --ring) 2>&1 | tee "$out/mla_ring.txt" ;;
     mla-fused-tests) xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 6")
                      AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist \
                        tests/test_flash_mla.py -k "mma_path or fused" 2>&1 | tail -25 | tee "$out/mla_fused_tests.txt" ;;

@@ -1,13 +1,15 @@
 """The mma path's two head tilings side by side at DeepSeek-V4-Flash TP 8 (8 heads): 16 head rows, half of
 them padding (``_mla_mma``, H_TILE 16) against the 8 heads as the MMA's N (``_mla_mma8``, H_TILE 8).
 
-``python3 tests/bench/mla_h8_ab.py [--rounds 3] [--batches 1,8,64,256] [--variant FILE]``: at each B, for the
+``python3 tests/bench/mla_h8_ab.py [--rounds 3] [--batches 1,8,64,256] [--variant FILE] [--ring]``: at each B, for the
 split counts near the tuned ones, every config runs on the same inputs: its rel_error against
 ``sparse_decode_ref`` (out and lse) and its time (``bench_flash_mla.graph_time``, the configs interleaved, best
 of ``--rounds``). PDL 1 where there are splits (sm_90+). Split counts 3 x 2^k are outside the space (for the
 register cap's three programs per SM); a count over BLOCK_T 32's tiles runs as the largest power of two below
 them. ``--variant``: a copy of ``kernels/_mla_mma8.py`` patched by ``mla_defer_pv.patch``, timed with its
-DEFER_PV in one more column. A plain script; BENCHMARKS.md, FlashMLA, twentieth session.
+DEFER_PV in one more column. ``--ring``: H_TILE 8 with its register loop against the shared-memory ring (config
+num_stages 3, ``_mla_mma8._ring_loop``) instead. A plain script; BENCHMARKS.md, FlashMLA, twentieth and
+twenty-second sessions.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ SPLITS = {1: (16, 32), 8: (8, 16), 64: (2, 4, 6, 8), 256: (1, 2, 3)}
 TILINGS = [("H16 BT16", 16, 16, {}), ("H8 BT16", 8, 16, {}), ("H8 BT32", 8, 32, {}),
            ("H8 BT16 r168", 8, 16, dict(maxnreg=168))]
 VARIANT_TILINGS = [("H8 BT16 defer", 8, 16, dict(variant=True, DEFER_PV=True))]
+RING_TILINGS = [("H8 BT16", 8, 16, {}), ("H8 BT32", 8, 32, {}), ("H8 BT16 ring", 8, 16, dict(num_stages=3)),
+                ("H8 BT32 ring", 8, 32, dict(num_stages=3))]
 _PLAN = flash_mla._plan
 _VARIANT: list = []  # the --variant kernel
 
@@ -44,7 +48,10 @@ def _plan_with_options(*args: object) -> list:
 
 def config(h_tile: int, block_t: int, splits: int, options: dict) -> dict:
     pdl = int(splits > 1 and torch.cuda.get_device_capability() >= (9, 0))
-    out = dict(PATH="mma", BLOCK_T=block_t, H_TILE=h_tile, NUM_SPLITS=splits, num_warps=4, num_stages=1, PDL=pdl)
+    options = dict(options)
+    stages = options.pop("num_stages", 1)  # a config key, not a launch option
+    out = dict(PATH="mma", BLOCK_T=block_t, H_TILE=h_tile, NUM_SPLITS=splits, num_warps=4, num_stages=stages,
+               PDL=pdl)
     return dict(out, OPTIONS=options) if options else out
 
 
@@ -59,9 +66,10 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,64,256", help="comma-separated B values (of 1, 8, 64, 256)")
     parser.add_argument("--variant", help="a copy of kernels/_mla_mma8.py patched by mla_defer_pv.patch: "
                         "adds its DEFER_PV column")
+    parser.add_argument("--ring", action="store_true", help="H_TILE 8: the register loop against the ring")
     args = parser.parse_args()
     flash_mla._plan = _plan_with_options
-    tilings = TILINGS
+    tilings = RING_TILINGS if args.ring else TILINGS
     if args.variant:
         _VARIANT.append(load_variant(args.variant, "mla_decode_mma8_kernel"))
         tilings = TILINGS + VARIANT_TILINGS
