@@ -188,6 +188,21 @@ def refinements(p: MoEProblem, config: dict[str, Any], pdl: bool) -> list[dict[s
     return [r for r in out if SPACE.check(r, p) is None]
 
 
+def screen_order(p: MoEProblem, configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The screen's configs, likeliest winners first, since its budget may cut the rest (the first H100 run of
+    the two rounds timed 14-55 configs per decode row in 150 s): the gemv path first at M <= 8 and the mma path
+    first above, then the other of the two, then the rest; on the mma path the register-loop BLOCK_K 256 tiles
+    first (every mma decode winner on the H100). SGLang's set is left to the final round, which times it anyway."""
+    first = ("gemv", "mma") if p.M <= 8 else ("mma", "gemv")
+
+    def rank(c: dict[str, Any]) -> tuple[int, bool]:
+        path = c["PATH"]
+        register_loop = path == "mma" and c["BLOCK_K"] == 256 and c["num_stages"] == 1
+        return (first.index(path) if path in first else len(first), not register_loop)
+
+    return sorted((c for c in configs if not c.get("_sglang")), key=rank)
+
+
 def shortlist(results: list[tuple[float, dict[str, Any]]], keep: int) -> list[dict[str, Any]]:
     """The ``keep`` fastest screened configs and the fastest of each PATH (each once, fastest first)."""
     ranked = sorted(results, key=lambda r: r[0])
@@ -299,7 +314,7 @@ def screen_problem(p: MoEProblem, configs: list[dict[str, Any]], reps: int, keep
     """The shortlist of one problem's screen (``shortlist`` of ``screen`` over its rotated sets) and how
     many configs were timed."""
     sets = _sets(p, rotated_sets(p), seed=p.M)
-    results = screen(sets, configs, reps, deadline)
+    results = screen(sets, screen_order(p, configs), reps, deadline)
     del sets
     torch.cuda.empty_cache()
     return shortlist(results, keep), len(results)

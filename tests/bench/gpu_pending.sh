@@ -5,10 +5,11 @@
 #   tests        the gpu-marked tests of every kernel (about 250 s; 6 processes if pytest-xdist is there)
 #   moe-split    the mma path's first-GEMM K split (SPLIT_K 1 / 2 / 4) at the best tiles (moe_mma_variants.py)
 #   mla-combine  FlashMLA's two-pass combine against the online merge it replaced (mla_combine_ab.py)
-#   moe-table    the MoE table (bench_mxfp4_moe.py, every M and path): all configs screened with 3
-#                replays, each row's shortlist with PDL / DOWN_TILES re-timed with 10 (never run in this form;
-#                about 1,550 screened configs, 2,200 distinct launches to compile: expected to fit one call)
-#   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; 883 screened configs)
+#   moe-table    the MoE table (bench_mxfp4_moe.py, every M and path): configs screened with 3 replays
+#                (likeliest first, within the budget), each row's shortlist with PDL / DOWN_TILES re-timed with 10
+#                (never run whole: the screen times about 1.5 configs a second, so 180 s covers ~270 of 1,550)
+#   moe-decode   the decode rows of that table only (M = 1, 8, 32; gemv and mma paths; 883 configs; run at
+#                22:04 UTC with a 150 s screen: 93 s precompile, 14-55 configs screened per row, 315 s in all)
 #   mla-table    the FlashMLA table (bench_flash_mla.py 80)
 #   mla-floor    FlashMLA's floor: the best pure gather of the kernel's bytes in 1 launch and followed by a
 #                dependent one, V3.2 and V4-Flash TP 8 at B = 1-256, next to the runtime default (bench_mla_floor.py;
@@ -49,7 +50,7 @@ for step in "$@"; do
     moe-table) timeout 540 python3 tests/bench/bench_mxfp4_moe.py --reps 10 --budget-s 180 --json "$out/moe.json" 2>&1 \
                  | grep -v '^{' | tee "$out/moe_table.txt" ;;
     moe-decode) timeout 560 python3 tests/bench/bench_mxfp4_moe.py --tokens 1,8,32 --paths gemv,mma --reps 10 \
-                  --budget-s 150 --json "$out/moe_decode.json" 2>&1 | grep -v '^{' | tee "$out/moe_decode.txt" ;;
+                  --budget-s 330 --json "$out/moe_decode.json" 2>&1 | grep -v '^{' | tee "$out/moe_decode.txt" ;;
     moe-floor) timeout 200 python3 tests/bench/bench_moe_floor.py 2>&1 | tee "$out/moe_floor.txt" ;;
     pdl-tests) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_pdl.py \
                  2>&1 | tail -15 | tee "$out/pdl_tests.txt" ;;
