@@ -39,10 +39,15 @@ def _probe(device: torch.device | str | int | None) -> DeviceClass:
                                        vendor=vendor)
 
 
+def nvidia_capability(device: DeviceClass) -> int | None:
+    """``device``'s compute capability as 10 * major + minor (sm_90a: 90), or None if it is not an NVIDIA GPU."""
+    arch = device.arch.removeprefix("sm_").rstrip("a")
+    return int(arch) if device.vendor == "nvidia" and arch.isdigit() else None
+
+
 def has_mma_v2(device: DeviceClass) -> bool:
     """Whether ``device`` is an NVIDIA GPU the Gluon mma paths compile for (``mma.sync``: sm_80 and later)."""
-    arch = device.arch.removeprefix("sm_").rstrip("a")
-    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 80
+    return (nvidia_capability(device) or 0) >= 80
 
 
 FP8_CVT_CAPABILITY = 89  # the first compute capability with ``cvt.rn.f16x2.e4m3x2`` (and Triton's fp8e4nv)
@@ -51,11 +56,9 @@ FP8_CVT_CAPABILITY = 89  # the first compute capability with ``cvt.rn.f16x2.e4m3
 def has_fp8_cvt(device: DeviceClass) -> bool:
     """Whether ``device`` is an NVIDIA GPU with the fp8 conversions (``cvt.rn.f16x2.e4m3x2``: sm_89 and later),
     which FlashMLA's mma path makes its MMA operands with (it does not compile for sm_80 / sm_86)."""
-    arch = device.arch.removeprefix("sm_").rstrip("a")
-    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= FP8_CVT_CAPABILITY
+    return (nvidia_capability(device) or 0) >= FP8_CVT_CAPABILITY
 
 
 def has_pdl(device: DeviceClass) -> bool:
     """Whether ``device`` is an NVIDIA GPU that runs programmatic dependent launches (sm_90 and later)."""
-    arch = device.arch.removeprefix("sm_").rstrip("a")
-    return device.vendor == "nvidia" and arch.isdigit() and int(arch) >= 90
+    return (nvidia_capability(device) or 0) >= 90

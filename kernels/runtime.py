@@ -23,7 +23,7 @@ from typing import Any
 from aotune.cache_db import loader as _loader
 from aotune.cache_db.identity import INTERPRETER, DeviceClass
 from aotune.kernels.base import Kernel, Problem
-from aotune.kernels.device import device_class
+from aotune.kernels.device import device_class, nvidia_capability
 from aotune.kernels.space import Config, ConfigSpace
 
 # The problem field(s) along which a kernel's tuned configs are looked up by nearest value, in order.
@@ -123,12 +123,11 @@ def _jit_fits(kernel: Kernel, problem: Problem, device: DeviceClass) -> _loader.
     compiled kernel stays in Triton's caches for the real launch) and compare its shared memory."""
     def fits(config: Mapping[str, Any]) -> bool | None:
         try:
-            import torch
-
-            major, minor = torch.cuda.get_device_capability()
             shared = 0
             for launch in kernel.launches(problem, dict(config)):
-                compiled = launch.fn.warmup(*launch.args, grid=(1,), **launch.kwargs_for(10 * major + minor))
+                # the constexprs the launcher takes on this GPU (``Launch.arch_kwargs``; not NVIDIA: none of sm_x's)
+                kwargs = launch.kwargs_for(nvidia_capability(device) or 0)
+                compiled = launch.fn.warmup(*launch.args, grid=(1,), **kwargs)
                 shared = max(shared, int(compiled.metadata.shared))
         except Exception as exc:  # noqa: BLE001 - unknown is an answer: the loader says "unchecked"
             warnings.warn(f"aotune: could not compile {kernel.name} {dict(config)} to check its shared memory "
