@@ -7,8 +7,11 @@ kernel's mean device time, the weight bytes it reads (first GEMM: w13 of the rou
 those bytes over its time as a fraction of the measured copy bandwidth, and the whole call in a CUDA graph.
 ``--probe`` runs gpt-oss-120b's M = 8 / 32 rows instead, next to the same call with 3072 for its 2880 (K and I)
 and / or DeepSeek's activation without biases (run in the twentieth session: 2880 takes as long as 3072), and
-with 2816 and 2944 (not run yet): what keeps gpt-oss's GEMMs at 0.73-0.76 of copy bandwidth where V4-Flash TP 1
-reaches 0.87-0.89 with the same tiles (BENCHMARKS.md, MoE, twentieth session).
+with 2816 and 2944 (twenty-second session): what keeps gpt-oss's GEMMs at 0.73-0.76 of copy bandwidth where V4-Flash
+TP 1 reaches 0.87-0.89 with the same tiles (BENCHMARKS.md, MoE, twentieth session). ``--align`` runs gpt-oss's
+M = 8 / 32 rows with its weights as given and again with every weight and scale row on a 128-byte pitch (a padded
+view, same values; the kernels take the row strides): 2816 and 2944 differ from 2880 in both the tail span and
+the rows' alignment, this changes the alignment alone.
 """
 from __future__ import annotations
 
@@ -41,6 +44,22 @@ _PLAIN = dict(K=2880, I=2880, E=128, top_k=4)  # DeepSeek's swiglu, gate_up halv
 PROBES = [(fields, m, config) for _, m, config in ROWS[5:7] for fields in
           (_OSS, dict(_OSS, K=3072, I=3072), _PLAIN, dict(_PLAIN, K=3072, I=3072), dict(_OSS, K=2816, I=2816),
            dict(_OSS, K=2944, I=2944))]
+ALIGNED = [(_OSS, m, config, pitch) for _, m, config in ROWS[5:7] for pitch in (False, True)]
+
+
+def padded_rows(t: torch.Tensor, pitch: int = 128) -> torch.Tensor:
+    """The same values as ``t`` [E, rows, n] uint8, each row starting on a ``pitch``-byte boundary (a view)."""
+    e, rows, n = t.shape
+    wide = torch.zeros(e, rows, -(-n // pitch) * pitch, dtype=t.dtype, device=t.device)
+    wide[:, :, :n] = t
+    return wide[:, :, :n]
+
+
+def align_weights(sets: list[dict]) -> None:
+    """Every set's weights and scales as ``padded_rows`` views (in place)."""
+    for s in sets:
+        for name in ("w13", "w13_scale", "w2", "w2_scale"):
+            s[name] = padded_rows(s[name])
 
 
 def gemm_bytes(p: MoEProblem, experts: float) -> tuple[float, float]:
@@ -70,9 +89,20 @@ def kernel_times(sets: list[dict], config: dict, rounds: int = 5) -> dict[str, f
 def main() -> None:
     copy_bw = bench.copy_bandwidth()
     print(f"# {torch.cuda.get_device_name()}; copy {copy_bw / 1e12:.2f} TB/s", flush=True)
-    for model, m, config in PROBES if "--probe" in sys.argv else ROWS:
+    if "--align" in sys.argv:  # the padded views are not contiguous: let them through the argument checks
+        from aotune.kernels import _moe_checks
+        plain = _moe_checks._tensor
+        _moe_checks._tensor = lambda name, t, *a: plain(name, t.contiguous() if name.startswith("w") else t, *a)
+    rows = ALIGNED if "--align" in sys.argv else PROBES if "--probe" in sys.argv else ROWS
+    for model, m, config, *aligned in rows:
         p = MoEProblem(M=m, **(bench.MODELS[model] if isinstance(model, str) else model))
         sets = bench._sets(p, bench.rotated_sets(p), seed=m)
+        if aligned and aligned[0]:
+            before = fused_moe(**sets[0], config=config)
+            align_weights(sets)
+            same = torch.equal(before, fused_moe(**sets[0], config=config))
+            print(f"\n# weight and scale rows on a 128-byte pitch (output bitwise as with the contiguous weights: "
+                  f"{same})", end="")
         experts = bench.active_experts(sets)
         b1, b2 = gemm_bytes(p, experts)
         graph_us = bench.time_config(sets, config, 10)
