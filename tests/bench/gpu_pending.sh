@@ -72,7 +72,7 @@ for step in "$@"; do
     mla-defer) patch -s -o /tmp/mla_mma8_defer.py kernels/_mla_mma8.py tests/bench/mla_defer_pv.patch &&
                (cd tests/bench && timeout 200 python3 mla_h8_ab.py --batches 64,256 --rounds 2 \
                   --variant /tmp/mla_mma8_defer.py) 2>&1 | tee "$out/mla_defer.txt" ;;
-    moe-tail) site=$(python3 -c "import aotune, os; print(os.path.dirname(aotune.__file__))")
+    moe-tail) site=$(python3 -c "import aotune.kernels as k, os; print(os.path.dirname(os.path.dirname(k.__file__)))")
               timeout 200 python3 tests/bench/moe_kernel_times.py --align 2>&1 | tee "$out/moe_tail_before.txt"
               patch -p1 -d "$site" < tests/bench/moe_masked_tail.patch &&
                 timeout 200 python3 tests/bench/moe_kernel_times.py --align 2>&1 | tee "$out/moe_tail_after.txt"
