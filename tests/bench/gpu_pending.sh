@@ -27,10 +27,8 @@
 #   mla-defer    the same at B = 64 and 256, 2 rounds, with a column for mla_defer_pv.patch (each tile's PV
 #                in the next step; never run)
 #   mla-h8       FlashMLA's mma path at V4-Flash TP 8: 16 head rows against 8 heads as the MMA's N (mla_h8_ab.py)
-#   moe-tail     gpt-oss's partial span as the register loop's last, masked step (moe_masked_tail.patch, compiled on
-#                the CPU host only: 164-168 registers, 769 loop instructions against 715-719): gpt-oss M = 8 / 32 with
-#                its weights as given and on a 128-byte row pitch (moe_kernel_times.py --align), before and after
-#                patching the installed package (never run)
+#   moe-align    gpt-oss M = 8 / 32 launch by launch with its weights as given and on a 128-byte row pitch
+#                (moe_kernel_times.py --align; run in the twenty-third session)
 #   mla-ring-tests the GPU tests of FlashMLA's mma path with the shared-memory ring (H_TILE 8, num_stages 3)
 #   mla-ring     H_TILE 8's register loop against its shared-memory ring, V4-Flash TP 8 (mla_h8_ab.py --ring)
 #   mla-fused-tests the GPU tests of FlashMLA's mma path with COMBINE "fused" and its tickets (test_flash_mla.py)
@@ -72,11 +70,7 @@ for step in "$@"; do
     mla-defer) patch -s -o /tmp/mla_mma8_defer.py kernels/_mla_mma8.py tests/bench/mla_defer_pv.patch &&
                (cd tests/bench && timeout 200 python3 mla_h8_ab.py --batches 64,256 --rounds 2 \
                   --variant /tmp/mla_mma8_defer.py) 2>&1 | tee "$out/mla_defer.txt" ;;
-    moe-tail) site=$(python3 -c "import aotune.kernels as k, os; print(os.path.dirname(os.path.dirname(k.__file__)))")
-              timeout 200 python3 tests/bench/moe_kernel_times.py --align 2>&1 | tee "$out/moe_tail_before.txt"
-              patch -p1 -d "$site" < tests/bench/moe_masked_tail.patch &&
-                timeout 200 python3 tests/bench/moe_kernel_times.py --align 2>&1 | tee "$out/moe_tail_after.txt"
-              patch -R -p1 -d "$site" < tests/bench/moe_masked_tail.patch ;;
+    moe-align) timeout 200 python3 tests/bench/moe_kernel_times.py --align 2>&1 | tee "$out/moe_align.txt" ;;
     mla-ring-tests) xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 6")
                     AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist \
                       tests/test_flash_mla.py tests/test_pdl.py -k "mma_path or ring or mla_chain" 2>&1 | tail -25 \
