@@ -9,9 +9,13 @@ import torch
 ACTIVATIONS = {"swiglu": 0, "swiglu_oai": 1}
 LAYOUTS = {"gate_up": 0, "up_gate": 1, "interleaved": 2}
 OAI_LIMIT = 7.0
+WEIGHT_ROW_ALIGN = 16  # padded weight rows: the gemv / mma paths read them as int32 words, 16 bytes per load
 
 
-def _tensor(name: str, t: Any, dtype: torch.dtype, shape: tuple[int, ...], device: torch.device) -> None:
+def _tensor(name: str, t: Any, dtype: torch.dtype, shape: tuple[int, ...], device: torch.device,
+            padded_rows: int = 0) -> None:
+    """``t`` has the dtype, shape and device, and is contiguous; with ``padded_rows`` (MXFP4 weights and scales,
+    [E, rows, n]) its rows may also be padded: row stride a multiple of ``padded_rows`` bytes (``pad_rows``)."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dtype != dtype:
@@ -20,8 +24,17 @@ def _tensor(name: str, t: Any, dtype: torch.dtype, shape: tuple[int, ...], devic
         raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name}: on {t.device}, but x is on {device}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: must be contiguous")
+    if not t.is_contiguous() and not (padded_rows and _padded_rows(t, padded_rows)):
+        allowed = f", or rows padded to a multiple of {padded_rows} bytes (pad_rows)" if padded_rows else ""
+        raise ValueError(f"{name}: must be contiguous{allowed}; got strides {t.stride()}")
+
+
+def _padded_rows(t: torch.Tensor, multiple: int) -> bool:
+    """Whether ``t [E, rows, n]`` (one-byte elements) starts ``multiple``-byte aligned and has contiguous rows
+    ``multiple``-byte aligned apart, the experts apart by whole rows, nothing overlapping."""
+    experts, rows, row = t.stride()
+    return (row == 1 and rows % multiple == 0 and rows >= t.shape[2] and experts % rows == 0
+            and experts >= t.shape[1] * rows and t.data_ptr() % multiple == 0)
 
 
 def _ids_in_range(topk_ids: torch.Tensor, num_experts: int) -> None:
@@ -58,10 +71,10 @@ def check_inputs(x: Any, w13: Any, w13_scale: Any, w2: Any, w2_scale: Any, topk_
     if two_i % 2 or k % group_size or i % group_size:
         raise ValueError(f"w13: 2I={two_i} and K={k} must be even multiples of group_size={group_size}")
     dev = x.device
-    _tensor("w13", w13, torch.uint8, (e, 2 * i, k // 2), dev)
-    _tensor("w13_scale", w13_scale, torch.uint8, (e, 2 * i, k // group_size), dev)
-    _tensor("w2", w2, torch.uint8, (e, k, i // 2), dev)
-    _tensor("w2_scale", w2_scale, torch.uint8, (e, k, i // group_size), dev)
+    _tensor("w13", w13, torch.uint8, (e, 2 * i, k // 2), dev, WEIGHT_ROW_ALIGN)
+    _tensor("w13_scale", w13_scale, torch.uint8, (e, 2 * i, k // group_size), dev, 1)
+    _tensor("w2", w2, torch.uint8, (e, k, i // 2), dev, WEIGHT_ROW_ALIGN)
+    _tensor("w2_scale", w2_scale, torch.uint8, (e, k, i // group_size), dev, 1)
     if not isinstance(topk_ids, torch.Tensor) or topk_ids.dim() != 2:
         raise ValueError("topk_ids: expected an int32 tensor [M, top_k]")
     top_k = topk_ids.shape[1]

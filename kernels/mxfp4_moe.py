@@ -8,6 +8,10 @@ silent:
 - ``layout``: "gate_up" / "up_gate" (gate rows first / up rows first) or "interleaved" (gate even rows,
   up odd rows). "swiglu_oai" always uses interleaved rows ("gate_up", the default, is read as
   interleaved; "up_gate" is an error) and ``swiglu_limit=None`` means its limit 7.
+- Weights and scales are contiguous, or (KERNELS.md: "K contiguous") have rows padded apart: weight rows a
+  multiple of 16 bytes apart, scale rows any pitch, experts whole rows apart (``formats.pad_rows``). Rows on a
+  128-byte pitch load faster where a row's bytes are not a multiple of 128 (gpt-oss: about 3% per call on the
+  H100, BENCHMARKS.md, MoE, twenty-third session); the padding is never read.
 - Biases are fp32, both or neither; they are added after the bf16 rounding of ``h`` (w13_bias) and
   before the routing weight (w2_bias), as in KERNELS.md.
 - Top-k sum in fp32; the order of that sum is fixed on the decode path (per-slot buffer, then a reduce

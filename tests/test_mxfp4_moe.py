@@ -13,7 +13,7 @@ import torch
 from aotune.cache_db import loader
 from aotune.cache_db.identity import DeviceClass
 from aotune.kernels import get_kernel, mxfp4_moe, rel_error, runtime
-from aotune.kernels.formats.mxfp4 import dequantize_mxfp4
+from aotune.kernels.formats.mxfp4 import dequantize_mxfp4, pad_rows
 from aotune.kernels.mxfp4_moe import (
     KERNEL, SPACE, MoEProblem, fused_moe, fused_moe_ref, launches, make_inputs, runtime_default,
 )
@@ -173,6 +173,42 @@ def test_validation_names_the_argument(name: str, value: object, match: str) -> 
     if name != "config":
         with pytest.raises(ValueError, match=match):
             fused_moe_ref(**inputs)
+
+
+def _padded(inputs: dict, pitch: int = 128) -> dict:
+    return dict(inputs, **{k: pad_rows(inputs[k], pitch) for k in ("w13", "w13_scale", "w2", "w2_scale")})
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(PATH="prefill"), dict(_GEMV, BLOCK_M=1, BLOCK_N=16, BLOCK_K=32),
+                                       dict(_GEMV, BLOCK_M=2, BLOCK_N=16, BLOCK_K=32, SPLIT_K=2, num_stages=2)])
+def test_padded_weight_rows_give_the_same_output(overrides: dict) -> None:
+    """Weights and scales whose rows start every 128 bytes (``pad_rows``, zeros in between) give bitwise the
+    output of the contiguous ones, on each path the interpreter runs (the kernels take the row strides)."""
+    problem = MoEProblem(M=5, K=96, I=96, E=4, top_k=2, activation="swiglu_oai", layout="interleaved",
+                         has_bias=True)
+    inputs = _inputs(problem, seed=5)
+    padded = _padded(inputs)
+    assert padded["w13"].stride() == (2 * 96 * 128, 128, 1) and not padded["w2_scale"].is_contiguous()
+    config = dict(CFG, **overrides)
+    assert torch.equal(fused_moe(**padded, config=config), fused_moe(**inputs, config=config))
+    assert torch.equal(fused_moe_ref(**padded), fused_moe_ref(**inputs))
+
+
+def test_pad_rows_and_the_strides_fused_moe_refuses() -> None:
+    inputs = _inputs(MoEProblem(M=3, K=64, I=32, E=4, top_k=2))
+    w13 = inputs["w13"]
+    view = pad_rows(w13, 48)
+    assert torch.equal(view, w13) and view.stride() == (64 * 48, 48, 1)
+    assert fused_moe(**dict(inputs, w13=view), config=CFG).shape == (3, 64)
+    for bad, match in ((torch.zeros(4, 64, 40, dtype=torch.uint8)[:, :, :32], "w13: must be contiguous, or rows "
+                        "padded to a multiple of 16 bytes"),  # 40-byte rows: not 16-byte aligned
+                       (w13.transpose(0, 1).contiguous().transpose(0, 1), "w13: must be contiguous")):
+        with pytest.raises(ValueError, match=match):
+            fused_moe(**dict(inputs, w13=bad), config=CFG)
+    scales = torch.zeros(4, 64, 5, dtype=torch.uint8)[:, :, :2].copy_(inputs["w13_scale"])
+    assert fused_moe(**dict(inputs, w13_scale=scales), config=CFG).shape == (3, 64)  # any scale row pitch
+    with pytest.raises(ValueError, match="pitch"):
+        pad_rows(w13, 100)
 
 
 def test_space_baselines_and_default() -> None:
@@ -595,3 +631,20 @@ def test_gpu_cuda_graph_replay_follows_new_routing(config: dict) -> None:
     inputs["topk_ids"].copy_(make_inputs(problem, 7, "cuda")["topk_ids"])
     graph.replay()
     assert rel_error(out, fused_moe_ref(**inputs)) <= 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fields,config", [
+    (dict(M=8, K=2880, I=2880, E=32, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1)),
+    (dict(M=32, K=2880, I=2880, E=32, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(_MMA, BLOCK_N=64, BLOCK_K=256, num_warps=2, SPLIT_K=2, PDL=1)),
+    (dict(M=8, K=4096, I=256, E=64, top_k=6), dict(_MMA, BLOCK_N=32, BLOCK_K=256, num_warps=1, DOWN_TILES=4)),
+    (dict(M=1, K=2880, I=2880, E=32, top_k=4, activation="swiglu_oai", layout="interleaved", has_bias=True),
+     dict(CFG, PATH="gemv", BLOCK_M=1, BLOCK_N=16, BLOCK_K=256, DEQ="group_asm", num_warps=1, num_stages=3)),
+], ids=["oss-m8", "oss-m32-split-pdl", "v4-down-tiles", "oss-gemv"])
+def test_gpu_padded_weight_rows_give_the_same_output(fields: dict, config: dict) -> None:
+    """The GPU paths (16-byte weight loads, L2 prefetch of row ranges) on weights and scales padded to a
+    128-byte row pitch: bitwise the contiguous weights' output."""
+    inputs = _inputs(MoEProblem(**fields), seed=fields["M"], device="cuda")
+    assert torch.equal(fused_moe(**_padded(inputs), config=config), fused_moe(**inputs, config=config))

@@ -82,3 +82,21 @@ def dequantize_mxfp4(packed: torch.Tensor, scales: torch.Tensor, group_size: int
     scale = torch.where(scales == 255, torch.full_like(scale, float("nan")), scale)
     grouped = values.reshape(*packed.shape[:-1], k // group_size, group_size) * scale.unsqueeze(-1)
     return grouped.reshape(*packed.shape[:-1], k)
+
+
+def pad_rows(t: torch.Tensor, pitch: int = 128) -> torch.Tensor:
+    """The values of ``t [..., rows, n]`` as a view whose rows start every ``pitch`` bytes (a multiple of 16;
+    the padding is zeros and never read). ``fused_moe`` takes MXFP4 weights and scales in this layout: a
+    row that does not start on a 128-byte line costs its loads (gpt-oss's 1440-byte weight rows: about 3% per
+    call on the H100, BENCHMARKS.md, MoE, twenty-third session); pad once, when the weights are loaded."""
+    if t.dim() < 2:
+        raise ValueError(f"t: expected a tensor [..., rows, n], got shape {tuple(t.shape)}")
+    if not isinstance(pitch, int) or pitch <= 0 or pitch % 16:
+        raise ValueError(f"pitch: expected a positive multiple of 16 bytes, got {pitch!r}")
+    row_bytes = t.shape[-1] * t.element_size()
+    width = -(-row_bytes // pitch) * pitch // t.element_size()
+    if width * t.element_size() % pitch:
+        raise ValueError(f"pitch: {pitch} bytes is not a whole number of {t.dtype} elements")
+    wide = torch.zeros(*t.shape[:-1], width, dtype=t.dtype, device=t.device)
+    wide[..., :t.shape[-1]] = t
+    return wide[..., :t.shape[-1]]
