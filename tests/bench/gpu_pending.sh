@@ -27,6 +27,8 @@
 #   mla-defer    the same at B = 64 and 256, 2 rounds, with a column for mla_defer_pv.patch (each tile's PV
 #                in the next step; never run)
 #   mla-h8       FlashMLA's mma path at V4-Flash TP 8: 16 head rows against 8 heads as the MMA's N (mla_h8_ab.py)
+#   moe-padded   the GPU tests of weights and scales with padded rows (test_mxfp4_moe.py -k padded; never run:
+#                the twenty-third session's device time was spent)
 #   moe-align    gpt-oss M = 8 / 32 launch by launch with its weights as given and on a 128-byte row pitch
 #                (moe_kernel_times.py --align; run in the twenty-third session)
 #   mla-ring-tests the GPU tests of FlashMLA's mma path with the shared-memory ring (H_TILE 8, num_stages 3)
@@ -70,6 +72,8 @@ for step in "$@"; do
     mla-defer) patch -s -o /tmp/mla_mma8_defer.py kernels/_mla_mma8.py tests/bench/mla_defer_pv.patch &&
                (cd tests/bench && timeout 200 python3 mla_h8_ab.py --batches 64,256 --rounds 2 \
                   --variant /tmp/mla_mma8_defer.py) 2>&1 | tee "$out/mla_defer.txt" ;;
+    moe-padded) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_mxfp4_moe.py \
+                  -k padded 2>&1 | tail -15 | tee "$out/moe_padded.txt" ;;
     moe-align) timeout 200 python3 tests/bench/moe_kernel_times.py --align 2>&1 | tee "$out/moe_align.txt" ;;
     mla-ring-tests) xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 6")
                     AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist \
