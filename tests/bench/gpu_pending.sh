@@ -29,6 +29,9 @@
 #   mla-h8       FlashMLA's mma path at V4-Flash TP 8: 16 head rows against 8 heads as the MMA's N (mla_h8_ab.py)
 #   moe-padded   the GPU tests of weights and scales with padded rows (test_mxfp4_moe.py -k padded; never run:
 #                the twenty-third session's device time was spent)
+#   moe-prefetch gpt-oss's partial span prefetched to L2 at each program's start (moe_tail_prefetch.patch: one
+#                prefetch.global.L2 per weight row, both GEMMs; compiled on the CPU host only, registers 164-168 as
+#                before, step loops unchanged) against the landed kernels (moe_mma_file_ab.py; never run)
 #   moe-align    gpt-oss M = 8 / 32 launch by launch with its weights as given and on a 128-byte row pitch
 #                (moe_kernel_times.py --align; run in the twenty-third session)
 #   mla-ring-tests the GPU tests of FlashMLA's mma path with the shared-memory ring (H_TILE 8, num_stages 3)
@@ -74,6 +77,9 @@ for step in "$@"; do
                   --variant /tmp/mla_mma8_defer.py) 2>&1 | tee "$out/mla_defer.txt" ;;
     moe-padded) AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_mxfp4_moe.py \
                   -k padded 2>&1 | tail -15 | tee "$out/moe_padded.txt" ;;
+    moe-prefetch) patch -s -o /tmp/_moe_mma_prefetch.py kernels/_moe_mma.py tests/bench/moe_tail_prefetch.patch &&
+                  timeout 300 python3 tests/bench/moe_mma_file_ab.py main=main prefetch=/tmp/_moe_mma_prefetch.py 2>&1 \
+                    | tee "$out/moe_prefetch.txt" ;;
     moe-align) timeout 200 python3 tests/bench/moe_kernel_times.py --align 2>&1 | tee "$out/moe_align.txt" ;;
     mla-ring-tests) xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 6")
                     AOTUNE_TEST_DEVICE=cuda timeout 200 python3 -m pytest -m gpu -q -p no:cacheprovider $xdist \
