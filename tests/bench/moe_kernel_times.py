@@ -9,8 +9,8 @@ those bytes over its time as a fraction of the measured copy bandwidth, and the 
 and / or DeepSeek's activation without biases (run in the twentieth session: 2880 takes as long as 3072), and
 with 2816 and 2944 (twenty-second session): what keeps gpt-oss's GEMMs at 0.73-0.76 of copy bandwidth where V4-Flash
 TP 1 reaches 0.87-0.89 with the same tiles (BENCHMARKS.md, MoE, twentieth session). ``--align`` runs gpt-oss's
-M = 8 / 32 rows with its weights as given and again with every weight and scale row on a 128-byte pitch (a padded
-view, same values; the kernels take the row strides): 2816 and 2944 differ from 2880 in both the tail span and
+M = 8 / 32 rows with its weights as given and again with every weight and scale row on a 128-byte pitch
+(``formats.pad_rows``: a padded view, same values): 2816 and 2944 differ from 2880 in both the tail span and
 the rows' alignment, this changes the alignment alone.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_mxfp4_moe as bench  # noqa: E402
+from aotune.kernels.formats import pad_rows  # noqa: E402
 from aotune.kernels.mxfp4_moe import MoEProblem, fused_moe  # noqa: E402
 
 _MMA = dict(PATH="mma", BLOCK_M=8, BLOCK_K=256, GROUP_M=1, DEQ="group_asm", num_stages=1)
@@ -47,19 +48,11 @@ PROBES = [(fields, m, config) for _, m, config in ROWS[5:7] for fields in
 ALIGNED = [(_OSS, m, config, pitch) for _, m, config in ROWS[5:7] for pitch in (False, True)]
 
 
-def padded_rows(t: torch.Tensor, pitch: int = 128) -> torch.Tensor:
-    """The same values as ``t`` [E, rows, n] uint8, each row starting on a ``pitch``-byte boundary (a view)."""
-    e, rows, n = t.shape
-    wide = torch.zeros(e, rows, -(-n // pitch) * pitch, dtype=t.dtype, device=t.device)
-    wide[:, :, :n] = t
-    return wide[:, :, :n]
-
-
 def align_weights(sets: list[dict]) -> None:
-    """Every set's weights and scales as ``padded_rows`` views (in place)."""
+    """Every set's weights and scales as ``pad_rows`` views on a 128-byte pitch (in place)."""
     for s in sets:
         for name in ("w13", "w13_scale", "w2", "w2_scale"):
-            s[name] = padded_rows(s[name])
+            s[name] = pad_rows(s[name], 128)
 
 
 def gemm_bytes(p: MoEProblem, experts: float) -> tuple[float, float]:
@@ -89,12 +82,6 @@ def kernel_times(sets: list[dict], config: dict, rounds: int = 5) -> dict[str, f
 def main() -> None:
     copy_bw = bench.copy_bandwidth()
     print(f"# {torch.cuda.get_device_name()}; copy {copy_bw / 1e12:.2f} TB/s", flush=True)
-    if "--align" in sys.argv:  # the padded views are not contiguous: let them through the argument checks
-        from aotune.kernels import _moe_checks
-        plain = _moe_checks._tensor
-        def dense(t: torch.Tensor) -> torch.Tensor:  # a contiguous view of the same storage (no copy)
-            return t.as_strided(t.shape, torch.empty(t.shape, device="meta").stride())
-        _moe_checks._tensor = lambda name, t, *a: plain(name, dense(t) if name.startswith("w") else t, *a)
     rows = ALIGNED if "--align" in sys.argv else PROBES if "--probe" in sys.argv else ROWS
     for model, m, config, *aligned in rows:
         p = MoEProblem(M=m, **(bench.MODELS[model] if isinstance(model, str) else model))
