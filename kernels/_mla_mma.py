@@ -311,6 +311,18 @@ def _gather(ids, u8, bf, f32, n_tok, page_words, PAGE: gl.constexpr, LAYOUT: gl.
 
 
 @gluon.jit
+def _gather_tile(ids, tile, tiles_main, u8, xu8, bf, xbf, f32, xf32, n_tok, x_n_tok, pw_main, pw_extra,
+                 PAGE: gl.constexpr, LAYOUT: gl.constexpr, BT: gl.constexpr, raw_slot=None, rope_slot=None,
+                 ASYNC: gl.constexpr = False):
+    """``_gather`` from the cache that tile ``tile`` belongs to (the main one below ``tiles_main``, else the extra
+    one). Shared by both mma kernels."""
+    main = tile < tiles_main
+    return _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf), gl.where(main, f32, xf32),
+                   gl.where(main, n_tok, x_n_tok), gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BT, raw_slot,
+                   rope_slot, ASYNC)
+
+
+@gluon.jit
 def _split_start(idx_ptr, xidx_ptr, len_ptr, xlen_ptr, row, split, b, T, TX, BT: gl.constexpr,
                  NUM_SPLITS: gl.constexpr, HAS_LEN: gl.constexpr, HAS_XLEN: gl.constexpr, ids_l: gl.constexpr):
     """A program's positions: (tiles of the main cache, first tile, end tile, the two caches' limits) and the
@@ -630,17 +642,13 @@ def mla_decode_mma_kernel(
     top_buf = gl.allocate_shared_memory(gl.float32, [4], gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
     pw_main = (page_stride // 4).to(gl.uint32).to(gl.uint64)  # page strides in words (multiples of 4 bytes)
     pw_extra = (x_page_stride // 4).to(gl.uint32).to(gl.uint64)
-    main = lo < tiles_main
-    raw, rope, sc0, sc1 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf), gl.where(main, f32, xf32),
-                                  gl.where(main, n_tok, x_n_tok), gl.where(main, pw_main, pw_extra), PAGE, LAYOUT,
-                                  BLOCK_T)
+    raw, rope, sc0, sc1 = _gather_tile(ids, lo, tiles_main, u8, xu8, bf, xbf, f32, xf32, n_tok, x_n_tok, pw_main,
+                                       pw_extra, PAGE, LAYOUT, BLOCK_T)
     ids = ids_next
     for tile in range(lo, hi):
         # the next tile's bytes (ids loaded a tile ago) and the ids of the tile after it, then this tile's math
-        main = tile + 1 < tiles_main
-        raw1, rope1, sc01, sc11 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
-                                          gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
-                                          gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BLOCK_T)
+        raw1, rope1, sc01, sc11 = _gather_tile(ids, tile + 1, tiles_main, u8, xu8, bf, xbf, f32, xf32, n_tok,
+                                               x_n_tok, pw_main, pw_extra, PAGE, LAYOUT, BLOCK_T)
         ids = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
         m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _attend(
             qs0, qs1, qsr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1, sbuf,

@@ -26,7 +26,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2
 
-from aotune.kernels._mla_mma import (_fp8x4_f16, _gather, _mma3, _online_step, _raw_layout, _rope_layout,
+from aotune.kernels._mla_mma import (_fp8x4_f16, _gather_tile, _mma3, _online_step, _raw_layout, _rope_layout,
                                      _scaled_q, _split_start, _store_layout, _store_result, _tile_ids, _top_layout)
 from aotune.kernels._pdl import gl_gdc_launch_dependents
 
@@ -207,17 +207,6 @@ def _output(acc0, acc1, acc_r, ref, ref_r, inv):
 
 
 @gluon.jit
-def _copy_tile(ids, main, raw_slot, rope_slot, u8, xu8, bf, xbf, f32, xf32, n_tok, x_n_tok, pw_main, pw_extra,
-               PAGE: gl.constexpr, LAYOUT: gl.constexpr, BT: gl.constexpr):
-    """A tile of the main cache (``main``) or of the extra one into its ring slots (``_gather`` ASYNC: one
-    cp.async commit group); returns its scales (registers)."""
-    _, _, sc0, sc1 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf), gl.where(main, f32, xf32),
-                             gl.where(main, n_tok, x_n_tok), gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BT,
-                             raw_slot, rope_slot, True)
-    return sc0, sc1
-
-
-@gluon.jit
 def _ring_loop(q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, sbuf, top_buf, ids,
                ids_next, idx_ptr, xidx_ptr, row, lo, hi, tiles_main, T, TX, limit, xlimit, u8, xu8, bf, xbf, f32,
                xf32, n_tok, x_n_tok, pw_main, pw_extra, PAGE: gl.constexpr, LAYOUT: gl.constexpr, BT: gl.constexpr,
@@ -235,16 +224,17 @@ def _ring_loop(q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_re
                                       gl.SwizzledSharedLayout(1, 1, 1, order=[2, 1, 0]))
     ids_l: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(2, _raw_layout(BT)))
     ids_2 = _tile_ids(idx_ptr, xidx_ptr, row, lo + 2, hi, tiles_main, T, TX, limit, xlimit, BT, ids_l, True)
-    sc0, sc1 = _copy_tile(ids, lo < tiles_main, raws.index(0), ropes.index(0), u8, xu8, bf, xbf, f32, xf32, n_tok,
-                          x_n_tok, pw_main, pw_extra, PAGE, LAYOUT, BT)
-    sc0_n, sc1_n = _copy_tile(ids_next, lo + 1 < tiles_main, raws.index(1), ropes.index(1), u8, xu8, bf, xbf, f32,
-                              xf32, n_tok, x_n_tok, pw_main, pw_extra, PAGE, LAYOUT, BT)
+    _, _, sc0, sc1 = _gather_tile(ids, lo, tiles_main, u8, xu8, bf, xbf, f32, xf32, n_tok, x_n_tok, pw_main,
+                                  pw_extra, PAGE, LAYOUT, BT, raws.index(0), ropes.index(0), True)
+    _, _, sc0_n, sc1_n = _gather_tile(ids_next, lo + 1, tiles_main, u8, xu8, bf, xbf, f32, xf32, n_tok, x_n_tok,
+                                      pw_main, pw_extra, PAGE, LAYOUT, BT, raws.index(1), ropes.index(1), True)
     ids = ids_2
     for tile in range(lo, hi):
         i = tile - lo
         ahead = (i + 2) % RING  # the slot tile i - 1 held, consumed in the last step
-        sc0_a, sc1_a = _copy_tile(ids, tile + 2 < tiles_main, raws.index(ahead), ropes.index(ahead), u8, xu8, bf,
-                                  xbf, f32, xf32, n_tok, x_n_tok, pw_main, pw_extra, PAGE, LAYOUT, BT)
+        _, _, sc0_a, sc1_a = _gather_tile(ids, tile + 2, tiles_main, u8, xu8, bf, xbf, f32, xf32, n_tok, x_n_tok,
+                                          pw_main, pw_extra, PAGE, LAYOUT, BT, raws.index(ahead), ropes.index(ahead),
+                                          True)
         ids = _tile_ids(idx_ptr, xidx_ptr, row, tile + 3, hi, tiles_main, T, TX, limit, xlimit, BT, ids_l)
         async_copy.wait_group(RING - 1)  # tile i's group has landed; the next two may be in flight
         raw = raws.index(i % RING).load(_raw_layout(BT))
@@ -301,16 +291,12 @@ def mla_decode_mma8_kernel(
     pw_main = (page_stride // 4).to(gl.uint32).to(gl.uint64)
     pw_extra = (x_page_stride // 4).to(gl.uint32).to(gl.uint64)
     if RING == 1:
-        main = lo < tiles_main
-        raw, rope, sc0, sc1 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
-                                      gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
-                                      gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BLOCK_T)
+        raw, rope, sc0, sc1 = _gather_tile(ids, lo, tiles_main, u8, xu8, bf, xbf, f32, xf32, n_tok, x_n_tok,
+                                           pw_main, pw_extra, PAGE, LAYOUT, BLOCK_T)
         ids = ids_next
         for tile in range(lo, hi):
-            main = tile + 1 < tiles_main
-            raw1, rope1, sc01, sc11 = _gather(ids, gl.where(main, u8, xu8), gl.where(main, bf, xbf),
-                                              gl.where(main, f32, xf32), gl.where(main, n_tok, x_n_tok),
-                                              gl.where(main, pw_main, pw_extra), PAGE, LAYOUT, BLOCK_T)
+            raw1, rope1, sc01, sc11 = _gather_tile(ids, tile + 1, tiles_main, u8, xu8, bf, xbf, f32, xf32, n_tok,
+                                                   x_n_tok, pw_main, pw_extra, PAGE, LAYOUT, BLOCK_T)
             ids = _tile_ids(idx_ptr, xidx_ptr, row, tile + 2, hi, tiles_main, T, TX, limit, xlimit, BLOCK_T, ids_l)
             m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r = _attend(
                 q0, q1, qr, qk_scale, m, l, acc0, acc1, acc_r, ref, ref_r, inv_ref, inv_r, raw, rope, sc0, sc1,
